@@ -1,0 +1,33 @@
+/* The simulator seen through the backend table. */
+#include <errno.h>
+
+#include "hcltdx/sim.h"
+
+static int sim_tdcall(void *ctx, uint32_t vp, struct mshv_tdcall *io)
+{
+    int rc = hcltdx_sim_tdcall((hcltdx_sim *)ctx, vp, io);
+    return rc < 0 ? -rc : rc;
+}
+
+static int sim_map_page(void *ctx, uint64_t page_offset, void **page)
+{
+    void *p = hcltdx_sim_page_at_offset((hcltdx_sim *)ctx, page_offset);
+    if (!p)
+        return ENXIO;
+    *page = p;
+    return 0;
+}
+
+static void sim_unmap_page(void *ctx, void *page)
+{
+    (void)ctx;
+    (void)page;
+}
+
+const hcltdx_backend_ops hcltdx_sim_backend_ops = {
+    .name = "simulator",
+    .may_block = 0,
+    .tdcall = sim_tdcall,
+    .map_page = sim_map_page,
+    .unmap_page = sim_unmap_page,
+};

@@ -1,0 +1,12 @@
+# Declarations of include/hcltdx/backend.h (the tdcall backend table).
+from libc.stdint cimport uint32_t, uint64_t
+
+from hcltdx.includes.abi cimport mshv_tdcall
+
+cdef extern from "hcltdx/backend.h" nogil:
+    ctypedef struct hcltdx_backend_ops:
+        const char *name
+        int may_block
+        int (*tdcall)(void *ctx, uint32_t vp, mshv_tdcall *io)
+        int (*map_page)(void *ctx, uint64_t page_offset, void **page)
+        void (*unmap_page)(void *ctx, void *page)

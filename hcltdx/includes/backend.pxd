@@ -10,3 +10,4 @@ cdef extern from "hcltdx/backend.h" nogil:
         int (*tdcall)(void *ctx, uint32_t vp, mshv_tdcall *io)
         int (*map_page)(void *ctx, uint64_t page_offset, void **page)
         void (*unmap_page)(void *ctx, void *page)
+        int (*vtl1_apic_page)(void *ctx, uint32_t vp, void **page, uint64_t *gpa)

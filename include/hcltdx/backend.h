@@ -27,6 +27,10 @@ typedef struct hcltdx_backend_ops {
     /* Map one page at an mshv_vtl mmap page offset; *page receives it. */
     int (*map_page)(void *ctx, uint64_t page_offset, void **page);
     void (*unmap_page)(void *ctx, void *page);
+    /* VTL1's APIC page for VP `vp`: a private page and the guest-physical
+     * address to register with the module. NULL when the backend has none
+     * (a real host: the core allocates, locks and resolves a page itself). */
+    int (*vtl1_apic_page)(void *ctx, uint32_t vp, void **page, uint64_t *gpa);
 } hcltdx_backend_ops;
 
 #ifdef __cplusplus

@@ -1,0 +1,110 @@
+/* Private state of the simulator; shared by the csrc/sim/ units only. */
+#ifndef HCLTDX_SIM_INTERNAL_H
+#define HCLTDX_SIM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "hcltdx/sim.h"
+
+#define SIM_MAX_FIELDS 256u
+#define SIM_MSR_BITMAP_WORDS 512u
+#define SIM_PAGE 4096u
+#define SIM_PAGES_PER_2M 512u
+#define SIM_MAX_MEMORY (1ull << 40)
+
+/* Per 4 KiB page flag byte. */
+#define PF_STATE_MASK 0x3u  /* enum hcltdx_sim_page_state */
+#define PF_LEVEL_2M 0x4u    /* host mapped it as part of a 2 MiB page */
+#define PF_ATTR_PENDING 0x8u /* L2 attributes written while pending */
+
+/* TDX status codes the model returns (code << 32). */
+#define ST(code) ((uint64_t)(code) << 32)
+#define TDX_SUCCESS 0ull
+#define TDX_OPERAND_INVALID ST(0xC0000100u)
+#define TDX_EPT_WALK_FAILED ST(0xC0000B00u)
+#define TDX_PAGE_ALREADY_ACCEPTED ST(0x00000B0Au)
+#define TDX_PAGE_SIZE_MISMATCH ST(0xC0000B0Bu)
+#define TDX_PAGE_ATTR_INVALID ST(0xC0000B11u)
+#define TDX_METADATA_FIELD_ID_INCORRECT ST(0xC0000C00u)
+#define TDX_METADATA_FIELD_NOT_WRITABLE ST(0xC0000C01u)
+#define TDX_METADATA_FIELD_NOT_READABLE ST(0xC0000C02u)
+#define TDX_METADATA_FIELD_VALUE_NOT_VALID ST(0xC0000C03u)
+#define TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT ST(0x00000C0Bu)
+#define TDX_GLA_NOT_CANONICAL ST(0xC0001160u)
+
+/* Operand ids placed in `details` (the module's register numbering). */
+#define OPND_RAX 0u
+#define OPND_RCX 1u
+#define OPND_RDX 2u
+#define OPND_R8 8u
+#define OPND_R9 9u
+
+struct sim_vp {
+    pthread_mutex_t lock;
+    uint64_t vmcs[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
+    uint64_t msr_bitmap[HCLTDX_SIM_NUM_L2_VMS][SIM_MSR_BITMAP_WORDS];
+    uint64_t l2_ctls[HCLTDX_SIM_NUM_L2_VMS];
+    uint64_t invgla_count;
+    hcltdx_apic_page *vtl1_apic;
+} __attribute__((aligned(64)));
+
+struct sim_fault_entry {
+    uint64_t status;
+    uint32_t remaining;
+};
+
+struct sim_fault_slot {
+    struct sim_fault_entry *queue;
+    size_t head, len, cap;
+    uint32_t num, den;
+    uint64_t rate_status;
+    uint64_t rng;
+};
+
+struct hcltdx_sim {
+    hcltdx_sim_config cfg;
+    uint64_t npages;
+
+    struct sim_vp *vps;
+    /* Run pages and VTL0 APIC pages: windows of the backing file, or
+     * anonymous memory. */
+    uint8_t *run_window;
+    uint8_t *apic_window;
+    size_t window_len;
+    uint8_t *vtl1_apic_block;
+
+    pthread_mutex_t mem_lock;
+    uint8_t *pflags;     /* per page */
+    uint16_t *attrs[HCLTDX_SIM_NUM_L2_VMS];
+    uint64_t counts[3];  /* pages per state */
+
+    _Atomic uint64_t counters[HCLTDX_SIM_NUM_SLOTS];
+
+    pthread_mutex_t fault_lock;
+    _Atomic int fault_armed[HCLTDX_SIM_NUM_SLOTS];
+    struct sim_fault_slot faults[HCLTDX_SIM_NUM_SLOTS];
+
+    pthread_mutex_t log_lock;
+    _Atomic size_t log_cap; /* 0: disabled */
+    hcltdx_sim_log_entry *log;
+    size_t log_head, log_len;
+    uint64_t log_seq, log_dropped;
+};
+
+/* csrc/sim/vmcs_catalogue.c */
+int hcltdx_vmcs_field_index(uint32_t encoding); /* -1: not in the catalogue */
+uint64_t hcltdx_vmcs_width_mask(uint32_t encoding);
+
+/* csrc/sim/sim_leaves.c */
+uint64_t sim_dispatch(hcltdx_sim *sim, uint32_t vp, uint64_t leaf, uint64_t r[6]);
+uint32_t sim_leaf_slot(uint64_t leaf);
+void sim_vp_reset(hcltdx_sim *sim, struct sim_vp *v, uint32_t index);
+
+/* csrc/sim/sim_core.c */
+int sim_fault_take(hcltdx_sim *sim, uint32_t slot, uint64_t *status);
+void sim_log_append(hcltdx_sim *sim, uint32_t vp, int injected,
+                    const struct mshv_tdcall *in, const struct mshv_tdcall *out);
+
+#endif

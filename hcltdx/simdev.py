@@ -1,0 +1,429 @@
+"""A stand-in ``/dev/mshv_vtl`` served over FUSE by the simulator.
+
+``with mount(vp_count=2) as dev: hcltdx.Hcl.open(dev.path)`` runs the real
+ioctl and mmap path of the core against the in-process simulator. The daemon
+runs either as a thread of this process (``in_process=True``: ``dev.sim`` is
+the very :class:`~hcltdx._sim.Sim` it serves) or as a child process
+(``in_process=False``: ``dev.sim`` is None; ``dev.pid``/``dev.kill()`` for
+crash tests). See docs/simdev.md.
+
+CLI: ``python -m hcltdx.simdev mount DIR [--vp-count N] [--memory-size S]``
+serves ``DIR/mshv_vtl`` until SIGINT/SIGTERM; ``python -m hcltdx.simdev
+umount DIR`` removes a mount left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+try:
+    from hcltdx import _simdev
+    from hcltdx._sim import Sim
+except ImportError as exc:  # pragma: no cover - an unbuilt checkout
+    raise ImportError(
+        f"hcltdx.simdev needs the compiled extensions ({exc}); run "
+        "'pip install .' or 'python setup.py build_ext --inplace'") from exc
+
+from hcltdx._simdev import SimDevUnavailable, Watchdog
+
+__all__ = [
+    "FILE_NAME", "SimDev", "SimDevUnavailable", "Watchdog", "available",
+    "is_mounted", "main", "mount", "umount",
+]
+
+FILE_NAME = _simdev.FILE_NAME
+PAGE_SIZE = 4096
+APIC_PAGE_OFFSET = 0x30000
+_STARTUP_TIMEOUT = 30.0
+_STOP_TIMEOUT = 5.0
+
+
+def _unescape_mountinfo(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def is_mounted(path) -> bool:
+    """True when ``path`` is a mount point in this mount namespace."""
+    target = os.path.realpath(os.fspath(path))
+    with open("/proc/self/mountinfo") as f:
+        return any(_unescape_mountinfo(line.split()[4]) == target for line in f)
+
+
+def umount(path, *, force: bool = False) -> bool:
+    """Unmount a stand-in (or any mount) at ``path``: a plain unmount first,
+    then, if busy or ``force``, abort the FUSE connection and detach lazily.
+    Returns False when nothing was mounted there."""
+    return _simdev.umount(os.fspath(path), force=force)
+
+
+def _has_cap_sys_admin() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 21))
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
+def _preflight() -> None:
+    if not os.path.exists("/dev/fuse"):
+        raise SimDevUnavailable(errno.ENOENT, "/dev/fuse is missing (no FUSE here)")
+    if not _has_cap_sys_admin():
+        raise SimDevUnavailable(errno.EPERM, "mounting FUSE needs CAP_SYS_ADMIN (run as root)")
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> tuple[bool, str]:
+    """Whether the stand-in can run here: ``(True, "")`` or ``(False, reason)``.
+
+    Decided by a real trial mount (one VP), so a kernel without FUSE
+    passthrough is found out here rather than in the middle of a test.
+    """
+    try:
+        with mount(vp_count=1, in_process=True):
+            pass
+    except SimDevUnavailable as exc:
+        return False, str(exc)
+    return True, ""
+
+
+# ---- building the served simulator ------------------------------------------
+
+def _backing_pages(vp_count: int) -> list[int]:
+    return [vp for vp in range(vp_count)] + [APIC_PAGE_OFFSET | vp for vp in range(vp_count)]
+
+
+def _make_sim(workdir: str, vp_count: int, sim_kwargs: dict) -> tuple[Sim, str]:
+    """A Sim whose backing file refuses every page the kernel would refuse.
+
+    The backing file lives on a tmpfs holding exactly the run and VTL0 APIC
+    pages: touching any other offset of the mapped file needs a new block,
+    which the full tmpfs refuses, so the fault is a SIGBUS (as the kernel's)
+    instead of a fresh zero page. The tmpfs is detached at once; the Sim's
+    descriptor keeps it alive and nothing is left mounted.
+    """
+    pages = _backing_pages(vp_count)
+    tmpfs = os.path.join(workdir, "backing")
+    os.mkdir(tmpfs, 0o700)
+    try:
+        _simdev.mount_tmpfs(tmpfs, len(pages))
+    except OSError as exc:
+        os.rmdir(tmpfs)
+        sim = Sim(vp_count=vp_count, backing="memfd", **sim_kwargs)
+        return sim, f"memfd (tmpfs unavailable: {exc.strerror}; holes read as zeros)"
+    try:
+        sim = Sim(vp_count=vp_count, backing=os.path.join(tmpfs, "pages"), **sim_kwargs)
+        for page in pages:
+            os.posix_fallocate(sim.backing_fd, page * PAGE_SIZE, PAGE_SIZE)
+    finally:
+        _simdev.umount(tmpfs, force=True)
+        os.rmdir(tmpfs)
+    return sim, "tmpfs (refused offsets fault with SIGBUS)"
+
+
+def _pin_current_thread(cpu) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {int(cpu)})
+
+
+# ---- the mount ----------------------------------------------------------------
+
+class SimDev:
+    """A mounted stand-in device. Use through :func:`mount`.
+
+    ``path``: the file to hand to ``Hcl.open``; ``mountpoint``: its directory;
+    ``sim``: the served Sim (in-process mode) or None (child process);
+    ``pid``: the daemon's process id; ``backing``: how refused offsets behave.
+    """
+
+    def __init__(self, workdir: str, in_process: bool):
+        self.workdir = workdir
+        self.mountpoint = os.path.join(workdir, "mnt")
+        self.path = os.path.join(self.mountpoint, FILE_NAME)
+        self.in_process = in_process
+        self.sim = None
+        self.server = None
+        self.pid = os.getpid()
+        self.vp_count = 0
+        self.backing = ""
+        self._thread = None
+        self._proc = None
+        self._closed = False
+
+    def __repr__(self):
+        mode = "thread" if self.in_process else f"child {self.pid}"
+        return f"<SimDev {self.path!r} vp_count={self.vp_count} daemon={mode}>"
+
+    @property
+    def alive(self) -> bool:
+        """Whether the daemon still serves."""
+        if self.in_process:
+            return self._thread is not None and self._thread.is_alive()
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """Simulate a daemon crash. A child process gets SIGKILL; the daemon
+        thread cannot be killed, so its connection is aborted (as a crash
+        would) by a forced unmount. Calls on the file then fail."""
+        if self.in_process:
+            umount(self.mountpoint, force=True)
+            if self._thread is not None:
+                self._thread.join(_STOP_TIMEOUT)
+        elif self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def close(self) -> None:
+        """Stop the daemon, unmount, remove the temporary directory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.in_process:
+                self._stop_thread()
+            else:
+                self._stop_child()
+        finally:
+            # Whatever happened above, nothing stays mounted.
+            for _ in range(3):
+                if not is_mounted(self.mountpoint):
+                    break
+                umount(self.mountpoint, force=True)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_thread(self):
+        umount(self.mountpoint)
+        if self._thread is not None:
+            self._thread.join(_STOP_TIMEOUT)
+            if self._thread.is_alive():
+                umount(self.mountpoint, force=True)
+                self._thread.join(_STOP_TIMEOUT)
+            if self._thread.is_alive():
+                # Never close a descriptor a live thread reads: leak it instead.
+                raise RuntimeError("the simdev daemon thread did not stop")
+        self.server.close()
+
+    def _stop_child(self):
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                umount(self.mountpoint, force=True)
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _start_thread(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> None:
+    sim, dev.backing = _make_sim(dev.workdir, vp_count, sim_kwargs)
+    server = _simdev.Server(sim, vp_count)
+    server.mount(dev.mountpoint)
+    dev.sim, dev.server, dev.vp_count = sim, server, vp_count
+
+    def run():
+        _pin_current_thread(daemon_cpu)
+        server.serve()
+
+    dev._thread = threading.Thread(target=run, name=f"simdev {dev.mountpoint}", daemon=True)
+    dev._thread.start()
+
+
+def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> None:
+    rd, wr = os.pipe()
+    cmd = [sys.executable, "-m", "hcltdx.simdev", "mount", dev.mountpoint,
+           "--vp-count", str(vp_count), "--ready-fd", str(wr),
+           "--sim-kwargs", json.dumps(sim_kwargs), "--quiet"]
+    if daemon_cpu is not None:
+        cmd += ["--cpu", str(daemon_cpu)]
+    env = dict(os.environ)
+    # The child must import this very checkout, whatever its working directory.
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_parent, env.get("PYTHONPATH")]))
+    try:
+        dev._proc = subprocess.Popen(cmd, pass_fds=(wr,), env=env, stdin=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+    finally:
+        os.close(wr)
+    dev.pid = dev._proc.pid
+    with os.fdopen(rd, "rb") as ready:
+        line = _read_line(ready, _STARTUP_TIMEOUT)
+    if not line:
+        dev._proc.kill()
+        _, err = dev._proc.communicate()
+        raise RuntimeError(f"simdev daemon failed to start: {err.decode(errors='replace').strip()}")
+    dev._proc.stderr.close()
+    msg = json.loads(line)
+    if not msg["ok"]:
+        dev._proc.wait()
+        if msg.get("unavailable"):
+            raise SimDevUnavailable(msg.get("errno") or 0, msg["error"])
+        raise OSError(msg.get("errno") or 0, msg["error"])
+    dev.vp_count, dev.backing = vp_count, msg["backing"]
+
+
+def _read_line(f, timeout: float) -> bytes:
+    import select
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([f], [], [], left)[0]:
+            return b""
+        chunk = os.read(f.fileno(), 4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+@contextlib.contextmanager
+def mount(vp_count: int = 2, memory_size: int | None = None, *, in_process: bool = True,
+          daemon_cpu: int | None = None, **sim_kwargs):
+    """Mount a stand-in ``mshv_vtl`` on a fresh temporary directory.
+
+    Yields a :class:`SimDev`; ``dev.path`` is the file for ``Hcl.open``.
+    ``in_process=True`` serves from a thread of this process (GIL held while
+    a request is handled), ``False`` from a child process. ``daemon_cpu``
+    pins the daemon. Other keywords go to :class:`Sim`. Always unmounts and
+    removes the directory on exit, also after the daemon died. Raises
+    :class:`SimDevUnavailable` when FUSE, CAP_SYS_ADMIN or passthrough is
+    missing.
+    """
+    _preflight()
+    if memory_size is not None:
+        sim_kwargs["memory_size"] = memory_size
+    workdir = tempfile.mkdtemp(prefix="hcltdx-simdev-")
+    dev = SimDev(workdir, in_process)
+    try:
+        os.mkdir(dev.mountpoint, 0o700)
+        if in_process:
+            _start_thread(dev, vp_count, daemon_cpu, sim_kwargs)
+        else:
+            _start_child(dev, vp_count, daemon_cpu, sim_kwargs)
+    except BaseException:
+        dev.close()
+        raise
+    with dev:
+        yield dev
+
+
+# ---- command line -----------------------------------------------------------
+
+def _serve_foreground(args) -> int:
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sim_kwargs = json.loads(args.sim_kwargs) if args.sim_kwargs else {}
+    if args.memory_size is not None:
+        sim_kwargs["memory_size"] = args.memory_size
+    mountpoint = os.path.abspath(args.path)
+    os.makedirs(mountpoint, exist_ok=True)
+    ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
+
+    def report(**msg):
+        if ready is not None:
+            ready.write(json.dumps(msg) + "\n")
+            ready.flush()
+
+    workdir = tempfile.mkdtemp(prefix="hcltdx-simdev-")
+    server = None
+    try:
+        _pin_current_thread(args.cpu)
+        try:
+            _preflight()
+            sim, backing = _make_sim(workdir, args.vp_count, sim_kwargs)
+            server = _simdev.Server(sim, args.vp_count)
+            server.mount(mountpoint)
+        except SimDevUnavailable as exc:
+            report(ok=False, unavailable=True, errno=exc.errno, error=str(exc))
+            print(f"hcltdx simdev: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            report(ok=False, errno=getattr(exc, "errno", None), error=f"{type(exc).__name__}: {exc}")
+            raise
+        report(ok=True, pid=os.getpid(), backing=backing)
+        if ready is not None:
+            ready.close()
+            ready = None
+        if not args.quiet:
+            print(f"serving {os.path.join(mountpoint, FILE_NAME)} "
+                  f"({args.vp_count} VPs, backing: {backing}); Ctrl-C to stop", flush=True)
+        try:
+            server.serve()
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        if server is not None:
+            umount(mountpoint)
+            server.close()
+            if is_mounted(mountpoint):
+                umount(mountpoint, force=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if ready is not None:
+            ready.close()
+
+
+def main(argv=None) -> int:
+    """``mount DIR [--vp-count N] [--memory-size S]`` | ``umount DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m hcltdx.simdev",
+                                     description="A stand-in /dev/mshv_vtl over FUSE.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("mount", help="serve DIR/mshv_vtl in the foreground until SIGINT/SIGTERM")
+    m.add_argument("path", help="mount point (created if missing)")
+    m.add_argument("--vp-count", type=int, default=2)
+    m.add_argument("--memory-size", type=lambda s: int(s, 0), default=None,
+                   help="bytes of TD private memory (multiple of 2 MiB)")
+    m.add_argument("--cpu", type=int, default=None, help="pin the daemon to this CPU")
+    m.add_argument("--sim-kwargs", default=None, help=argparse.SUPPRESS)
+    m.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    m.add_argument("--quiet", action="store_true")
+    u = sub.add_parser("umount", help="unmount a stand-in (forcing it if the daemon is gone)")
+    u.add_argument("path")
+    args = parser.parse_args(argv)
+    if args.command == "umount":
+        if not umount(args.path):
+            print(f"{args.path}: not mounted", file=sys.stderr)
+            return 1
+        return 0
+    return _serve_foreground(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,9 +30,9 @@ static uint8_t *map_window(int fd, uint64_t page_offset, size_t len)
 
 static void reset_memory(hcltdx_sim *sim)
 {
-    uint8_t init = sim->cfg.host_map_all_2m
-                       ? (uint8_t)(HCLTDX_SIM_PAGE_PENDING | PF_LEVEL_2M)
-                       : (uint8_t)HCLTDX_SIM_PAGE_NOT_ADDED;
+    uint8_t init = sim->cfg.host_map_all_2m   ? (uint8_t)(HCLTDX_SIM_PAGE_PENDING | PF_LEVEL_2M)
+                   : sim->cfg.host_map_all_4k ? (uint8_t)HCLTDX_SIM_PAGE_PENDING
+                                              : (uint8_t)HCLTDX_SIM_PAGE_NOT_ADDED;
     memset(sim->pflags, init, sim->npages);
     for (uint32_t vm = 0; vm < HCLTDX_SIM_NUM_L2_VMS; vm++)
         memset(sim->attrs[vm], 0, sim->npages * sizeof(uint16_t));
@@ -168,6 +168,11 @@ uint32_t hcltdx_sim_vp_count(const hcltdx_sim *sim)
 uint64_t hcltdx_sim_memory_size(const hcltdx_sim *sim)
 {
     return sim->cfg.memory_size;
+}
+
+const hcltdx_sim_config *hcltdx_sim_config_of(const hcltdx_sim *sim)
+{
+    return &sim->cfg;
 }
 
 /* ---- the ioctl --------------------------------------------------------- */

@@ -12,6 +12,7 @@ cdef extern from "hcltdx/sim.h" nogil:
         uint64_t memory_size
         int backing_fd
         int host_map_all_2m
+        int host_map_all_4k
         int tsc_deadline_layout
         uint64_t seed
 
@@ -24,6 +25,7 @@ cdef extern from "hcltdx/sim.h" nogil:
     void hcltdx_sim_reset(hcltdx_sim *sim)
     uint32_t hcltdx_sim_vp_count(const hcltdx_sim *sim)
     uint64_t hcltdx_sim_memory_size(const hcltdx_sim *sim)
+    const hcltdx_sim_config *hcltdx_sim_config_of(const hcltdx_sim *sim)
     int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, mshv_tdcall *io)
 
     hcl_run *hcltdx_sim_run_page(hcltdx_sim *sim, uint32_t vp)

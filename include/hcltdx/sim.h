@@ -61,6 +61,8 @@ typedef struct hcltdx_sim_config {
     int backing_fd;
     /* Non-zero: the host initially maps all memory pending at 2 MiB. */
     int host_map_all_2m;
+    /* Non-zero (and host_map_all_2m zero): all memory pending at 4 KiB. */
+    int host_map_all_4k;
     /* Use the newer kernel run-page layout (L2 TSC-deadline block). */
     int tsc_deadline_layout;
     uint64_t seed; /* seeds fault injection */
@@ -79,6 +81,8 @@ void hcltdx_sim_reset(hcltdx_sim *sim);
 
 uint32_t hcltdx_sim_vp_count(const hcltdx_sim *sim);
 uint64_t hcltdx_sim_memory_size(const hcltdx_sim *sim);
+/* The configuration the model was created with. */
+const hcltdx_sim_config *hcltdx_sim_config_of(const hcltdx_sim *sim);
 
 /*
  * One TDCALL as the ioctl carries it, issued on the CPU running VP `vp`.

@@ -1,0 +1,170 @@
+"""Exceptions raised by hcltdx.
+
+Where the Rust original panics (a failing VMCS access, a page accepted twice,
+a failed read-back check), hcltdx raises one of these instead; nothing is
+lost and the process keeps running.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+__all__ = [
+    "HclError",
+    "TdCallError",
+    "VmcsAccessError",
+    "AcceptPagesError",
+    "AcceptPagesBusy",
+    "AcceptPagesInvalid",
+    "AcceptPagesAttributes",
+    "AcceptPagesUnknown",
+    "PageAlreadyAcceptedError",
+    "SetPageAttributesError",
+    "PageAttributesVerifyError",
+    "TdcallOutput",
+]
+
+
+class TdcallOutput(NamedTuple):
+    """Registers after one TDCALL, as the seed's ``TdcallOutput``."""
+
+    rax: Any  # TdCallResult
+    rcx: int
+    rdx: int
+    r8: int
+    r10: int
+    r11: int
+
+
+class HclError(Exception):
+    """Base class of hcltdx's own errors."""
+
+
+def _leaf_name(leaf: int) -> str:
+    from hcltdx.tdx import TdCallLeaf
+
+    name = TdCallLeaf(leaf).name
+    return name if name else f"leaf {leaf:#x}"
+
+
+class TdCallError(HclError):
+    """The TDX module answered a TDCALL with a failing status.
+
+    ``result`` is the whole RAX (a ``TdCallResult``); ``code`` and ``details``
+    are its halves. ``leaf``, ``vp``, ``field`` and ``vtl`` say what was asked.
+    """
+
+    def __init__(
+        self,
+        result: int,
+        leaf: int,
+        *,
+        vp: Optional[int] = None,
+        field: Any = None,
+        vtl: Optional[int] = None,
+        what: Optional[str] = None,
+    ) -> None:
+        from hcltdx.tdx import TdCallLeaf, TdCallResult
+
+        self.result = TdCallResult(result)
+        self.code = self.result.code
+        self.details = self.result.details
+        self.leaf = TdCallLeaf(leaf)
+        self.vp = vp
+        self.field = field
+        self.vtl = vtl
+        self.what = what
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        code = self.code
+        name = code.name or "unknown status"
+        parts = [f"{_leaf_name(self.leaf)} failed: {name} ({int(code):#010x}), details {self.details:#x}"]
+        if self.what:
+            parts.insert(0, f"{self.what}:")
+        ctx = []
+        if self.field is not None:
+            fname = getattr(self.field, "name", None)
+            ctx.append(f"field {fname}" if fname else f"field {int(self.field):#x}")
+        if self.vtl is not None:
+            ctx.append(f"vtl {int(self.vtl)}")
+        if self.vp is not None:
+            ctx.append(f"vp {self.vp}")
+        if ctx:
+            parts.append("(" + ", ".join(ctx) + ")")
+        return " ".join(parts)
+
+
+class VmcsAccessError(TdCallError):
+    """A VP.RD/VP.WR of a VMCS field, MSR bitmap word or L2 control failed
+    (the seed panics with "fatal vmcs access failure")."""
+
+
+class AcceptPagesError(TdCallError):
+    """``tdx_accept_pages`` stopped at a page.
+
+    ``range`` is the requested range, ``gpa`` the page (or 2 MiB chunk) that
+    failed, ``level`` the level tried, and ``accepted`` the prefix of the range
+    that was accepted (and had its attributes set) before the failure.
+    """
+
+    def __init__(self, result: int, leaf: int, *, range: Any, gpa: int, level: int,
+                 accepted: Any, what: Optional[str] = None) -> None:
+        self.range = range
+        self.gpa = gpa
+        self.level = level
+        self.accepted = accepted
+        super().__init__(result, leaf, what=what)
+
+    def _message(self) -> str:
+        size = "2 MiB" if self.level == 1 else "4 KiB"
+        return (
+            f"{super()._message()} at gpa {self.gpa:#x} ({size}) while accepting {self.range}; "
+            f"accepted so far: {self.accepted}"
+        )
+
+
+class AcceptPagesBusy(AcceptPagesError):
+    """OPERAND_BUSY: the secure EPT was contended; retrying may succeed."""
+
+
+class AcceptPagesInvalid(AcceptPagesError):
+    """OPERAND_INVALID: the range is not private TD memory the module accepts."""
+
+
+class AcceptPagesAttributes(AcceptPagesError):
+    """Accepting succeeded but setting the page attributes afterwards failed."""
+
+
+class AcceptPagesUnknown(AcceptPagesError):
+    """Any other failing status (including PAGE_SIZE_MISMATCH at 4 KiB)."""
+
+
+class PageAlreadyAcceptedError(AcceptPagesError):
+    """PAGE_ALREADY_ACCEPTED: a page in the range was accepted before (the
+    seed panics: accepting twice means the caller lost track of memory)."""
+
+
+class SetPageAttributesError(TdCallError):
+    """``tdx_set_page_attributes`` stopped at a page; ``done`` is the prefix of
+    the range whose attributes were written."""
+
+    def __init__(self, result: int, leaf: int, *, range: Any, gpa: int, level: int,
+                 done: Any, what: Optional[str] = None) -> None:
+        self.range = range
+        self.gpa = gpa
+        self.level = level
+        self.done = done
+        super().__init__(result, leaf, what=what)
+
+    def _message(self) -> str:
+        size = "2 MiB" if self.level == 1 else "4 KiB"
+        return (
+            f"{super()._message()} at gpa {self.gpa:#x} ({size}) while setting attributes of "
+            f"{self.range}; done so far: {self.done}"
+        )
+
+
+class PageAttributesVerifyError(HclError):
+    """The read-back after ATTR.WR (``verify=True``) did not match what was
+    written (the seed asserts this in debug builds)."""

@@ -60,8 +60,13 @@ class _EnumMeta(enum.EnumType):
     """Rejects non-integers (``1.0`` would otherwise find member 1)."""
 
     def __call__(cls, value: Any, *args: Any, **kwargs: Any) -> Any:
-        if not args and not kwargs and not isinstance(value, cls):
-            value = _index(value, cls.__name__)
+        if not args and not kwargs:
+            if type(value) is int:
+                member = cls._value2member_map_.get(value)
+                if member is not None:
+                    return member
+            elif not isinstance(value, cls):
+                value = _index(value, cls.__name__)
         return super().__call__(value, *args, **kwargs)
 
 
@@ -269,12 +274,14 @@ def _make_getter(cls: type, name: str, lo: int, mask: int, typ: Any) -> Callable
     if issubclass(typ, enum.Enum) and not issubclass(typ, OpenEnum):
         where = f"{cls.__name__}.{name}"
 
+        members = typ._value2member_map_
+
         def get_closed(self: int) -> Any:
             v = (self >> lo) & mask
-            try:
-                return typ(v)
-            except ValueError:
-                raise ValueError(f"{where}: {v} is not a valid {typ.__name__}") from None
+            member = members.get(v)
+            if member is None:
+                raise ValueError(f"{where}: {v} is not a valid {typ.__name__}")
+            return member
         return get_closed
 
     def get_typed(self: int) -> Any:
@@ -287,6 +294,7 @@ def _make_converter(cls: type, name: str, width: int, typ: Any) -> Callable[[Any
     mask = (1 << width) - 1
     unit = "bit" if width == 1 else "bits"
     closed = issubclass(typ, enum.Enum) and not issubclass(typ, OpenEnum)
+    members = typ._value2member_map_ if closed else {}
 
     def conv(value: Any) -> int:
         v: int = value if type(value) is int else _index(value, where)
@@ -294,11 +302,8 @@ def _make_converter(cls: type, name: str, width: int, typ: Any) -> Callable[[Any
             raise ValueError(f"{where}: {v} is negative")
         if v > mask:
             raise ValueError(f"{where}: {v} does not fit in {width} {unit}")
-        if closed:
-            try:
-                typ(v)
-            except ValueError:
-                raise ValueError(f"{where}: {v} is not a valid {typ.__name__}") from None
+        if closed and v not in members:
+            raise ValueError(f"{where}: {v} is not a valid {typ.__name__}")
         return v
 
     return conv

@@ -720,6 +720,9 @@ _FIELD_SIZE_OF_WIDTH: Final = {
 
 _VMCS_CLASS: Final = (TdVpsClassCode.VMCS_1, TdVpsClassCode.VMCS_2)
 _MSR_BITMAP_CLASS: Final = (TdVpsClassCode.MSR_BITMAPS_1, TdVpsClassCode.MSR_BITMAPS_2)
+_VMCS_CODE_CACHE: dict[tuple[int, int], TdxExtendedFieldCode] = {}
+_CACHE_FIELD_TYPES: Final = (int, VmcsField)
+_CACHE_VTL_TYPES: Final = (int, GuestVtl)
 
 
 def vmcs_field_code(field: Any, vtl: Any) -> TdxExtendedFieldCode:
@@ -728,18 +731,27 @@ def vmcs_field_code(field: Any, vtl: Any) -> TdxExtendedFieldCode:
     code = raw | size << 32 | TD_VCPU << 52 | class << 56, class VMCS_1 (36)
     for VTL0 and VMCS_2 (44) for VTL1; size from the encoding's width.
     """
+    # Exact types only: 26626.0 or True hash like ints but must be refused.
+    if type(field) in _CACHE_FIELD_TYPES and type(vtl) in _CACHE_VTL_TYPES:
+        cached = _VMCS_CODE_CACHE.get((field, vtl))
+        if cached is not None:
+            return cached
     f = VmcsField(field)
     v = GuestVtl(vtl)
     if f & 1:
         raise ValueError(f"{f!r}: high-half access encodings are not accepted")
     if f >> 24:
         raise ValueError(f"{f!r}: encoding does not fit in the 24-bit field code")
-    return TdxExtendedFieldCode(
+    code = TdxExtendedFieldCode(
         field_code=int(f),
         field_size=_FIELD_SIZE_OF_WIDTH[f.field_width],
         context_code=TdxContextCode.TD_VCPU,
         class_code=_VMCS_CLASS[v],
     )
+    if f.name is not None:
+        # Bounded by the catalogue size; keyed by plain ints (equal hashes).
+        _VMCS_CODE_CACHE[(int(f), int(v))] = code
+    return code
 
 
 def msr_bitmap_field_code(index: Any, vtl: Any) -> TdxExtendedFieldCode:

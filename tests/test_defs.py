@@ -253,6 +253,12 @@ def test_l2_ctls_field_codes():
 
 
 def test_field_code_rejects_bad_inputs():
+    assert vmcs_field_code(0x6802, 0) == 0x2420000300006802
+    assert vmcs_field_code(0x6802, 0) == 0x2420000300006802  # a repeat answers the same
+    with pytest.raises(TypeError):
+        vmcs_field_code(float(0x6802), 0)
+    with pytest.raises(TypeError):
+        vmcs_field_code(0x6802, 0.0)
     with pytest.raises(ValueError, match="high"):
         vmcs_field_code(0x2013, GuestVtl.VTL0)
     with pytest.raises(ValueError, match="24-bit"):

@@ -160,12 +160,16 @@ static uint64_t first_field_id(void)
     return make_id(CLASS_VMCS_1, field_size_of(d->encoding), d->encoding, 0);
 }
 
-/* Enumeration order: catalogue order inside a class; -1 ends the class. */
+/* Enumeration order: catalogue order inside a class (readable fields);
+ * -1 ends the class. */
 static uint64_t next_field_id(const struct field_ref *f)
 {
     switch (f->kind) {
     case FK_VMCS: {
-        const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at(f->index + 1u);
+        const hcltdx_vmcs_field_desc *d;
+        uint32_t i = f->index + 1u;
+        while ((d = hcltdx_vmcs_field_at(i)) && d->read_mask == 0)
+            i++; /* enumeration lists readable fields only */
         if (!d)
             return ~0ull;
         return make_id(f->vm ? CLASS_VMCS_2 : CLASS_VMCS_1, field_size_of(d->encoding),

@@ -429,10 +429,12 @@ cdef class Hcl:
         control panel). Keyword arguments go to :class:`hcltdx.Sim`."""
         from hcltdx._sim import Sim as _SimType
         sim = _SimType(vp_count=vp_count, memory_size=memory_size, **sim_kwargs)
-        return Hcl._from_sim(sim)
+        return Hcl.from_sim(sim)
 
     @staticmethod
-    def _from_sim(sim):
+    def from_sim(sim):
+        """An Hcl over an existing :class:`hcltdx.Sim` (several Hcl objects
+        may share one model, as several processes share one kernel)."""
         cdef Hcl h = Hcl.__new__(Hcl)
         cdef Sim s = <Sim?>sim
         h.ops = s.ops

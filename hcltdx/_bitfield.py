@@ -182,6 +182,8 @@ class BitField(int):
             next_bit = lo + width
             if typ is bool and width != 1:
                 raise TypeError(f"{cls.__name__}.{name}: bool fields are 1 bit wide")
+            if name in _RESERVED_NAMES or name in fields:
+                raise TypeError(f"{cls.__name__}.{name}: name clashes with an existing attribute")
             fields[name] = (lo, width)
             types[name] = typ
             mask = (1 << width) - 1
@@ -318,3 +320,6 @@ def _make_with(name: str, lo: int, mask: int, conv: Callable[[Any], int]) -> Cal
     with_field.__name__ = f"with_{name}"
     with_field.__doc__ = f"A copy with {name} set to value."
     return with_field
+
+
+_RESERVED_NAMES = frozenset(dir(int)) | frozenset(vars(BitField))

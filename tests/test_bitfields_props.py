@@ -121,3 +121,18 @@ def test_value_one_bit_too_wide_is_rejected(cls):
             getattr(cls(), f"with_{name}")(too_big)
     with pytest.raises(ValueError):
         cls(1 << cls.BITS)
+
+
+@pytest.mark.parametrize(
+    "layout, annotations",
+    [
+        ((("a", 0, 4),), {"a": int}),  # covers 4 of 8 bits
+        ((("a", 0, 4), ("b", 5, 3)), {"a": int, "b": int}),  # gap at bit 4
+        ((("a", 0, 8),), {}),  # public field without annotation
+        ((("real", 0, 8),), {"real": int}),  # shadows an int attribute
+        ((("a", 0, 2, bool), ("_r", 2, 6)), {"a": bool}),  # 2-bit bool
+    ],
+)
+def test_bad_layouts_are_refused_at_definition(layout, annotations):
+    with pytest.raises(TypeError):
+        type("Bad", (BitField,), {"_bits_": 8, "_layout_": layout, "__annotations__": annotations})

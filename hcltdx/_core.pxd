@@ -76,3 +76,9 @@ cdef class TdxRunner:
     cdef uint64_t _vp_rd(self, uint64_t code, object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
     cdef uint64_t _vp_wr(self, uint64_t code, uint64_t value, uint64_t mask,
                          object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
+
+
+# Build an Hcl over any backend table (replay and other backends living in
+# other extensions). `owner` keeps whatever `ctx` points into alive.
+cdef Hcl hcl_from_ops(const hcltdx_backend_ops *ops, void *ctx, object owner,
+                      uint32_t vp_count, str backend, bint tsc_deadline_layout)

@@ -749,6 +749,18 @@ cdef class Hcl:
 TRACE_ENTRY_SIZE = sizeof(trace_entry)
 
 
+cdef Hcl hcl_from_ops(const hcltdx_backend_ops *ops, void *ctx, object owner,
+                      uint32_t vp_count, str backend, bint tsc_deadline_layout):
+    cdef Hcl h = Hcl.__new__(Hcl)
+    h.ops = ops
+    h.ctx = ctx
+    h.sim = owner
+    h.vp_count = vp_count
+    h.backend = backend
+    h.tsc_deadline_layout = tsc_deadline_layout
+    return h
+
+
 # ---- page acceptance (sections 7.9-7.14), one nogil loop ---------------------
 
 cdef enum:

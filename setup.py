@@ -49,6 +49,7 @@ extensions = [
     ext("hcltdx._sim", ["hcltdx/_sim.pyx", *SIM_SOURCES], libraries=["pthread"]),
     ext("hcltdx._core", ["hcltdx/_core.pyx"]),
     ext("hcltdx._simdev", ["hcltdx/_simdev.pyx"]),
+    ext("hcltdx._poll", ["hcltdx/_poll.pyx"]),
 ]
 # Modules are built as they land; a missing .pyx is skipped.
 extensions = [e for e in extensions if os.path.exists(e.sources[0])]

@@ -697,6 +697,20 @@ cdef class Hcl:
 
     # -- tracing (a ring buffer in C, off by default) -------------------------
 
+    def trace(self, capacity=65536):
+        """``with hcl.trace() as t:`` records every tdcall (leaf, inputs,
+        outputs, status, timestamp) into a ring of ``capacity`` entries in C;
+        ``t.calls`` is a structured array. Off by default, free when off."""
+        from hcltdx.trace import Trace
+        return Trace(self, capacity)
+
+    @staticmethod
+    def replay(source, **kwargs):
+        """An Hcl whose tdcalls replay a recorded trace (a :class:`Trace`, its
+        ``calls`` array or a saved file): the same sequence of calls returns
+        the recorded outputs; any divergence raises."""
+        return _poll_module().replay(source, **kwargs)
+
     def _start_trace(self, capacity):
         cdef trace_ring *t
         self._check_open()
@@ -1497,6 +1511,38 @@ cdef class TdxRunner:
         c.vp_state.msr_tsc_aux = regs._msr_tsc_aux
         c.entry_rcx = regs._vp_entry_flags
 
+    # -- batch access, polling, snapshots, tracing (hcltdx._poll, hcltdx.snapshot) --
+
+    def read_vmcs_batch(self, vtl, fields, out=None):
+        """Read many VMCS fields of ``vtl`` in one C loop without the GIL;
+        returns a uint64 array (``out`` if given). Widths are checked for all
+        fields before any tdcall; a failure part-way raises
+        :class:`BatchError` keeping the values read so far."""
+        return _poll_module().read_vmcs_batch(self, vtl, fields, out)
+
+    def write_vmcs_batch(self, vtl, fields, masks, values):
+        """Write many VMCS fields in one C loop; returns the previous values."""
+        return _poll_module().write_vmcs_batch(self, vtl, fields, masks, values)
+
+    def poll_vmcs(self, vtl, fields, samples, interval_ns=0, out=None, **kwargs):
+        """Sample ``fields`` ``samples`` times (every ``interval_ns``) without
+        the GIL into a structured array (``t_ns`` + one column per field)."""
+        return _poll_module().poll_vmcs(self, vtl, fields, samples, interval_ns, out, **kwargs)
+
+    def snapshot(self, **kwargs):
+        """One numpy record of the VP's state (see :mod:`hcltdx.snapshot`)."""
+        return _poll_module().snapshot(self, **kwargs)
+
+    def recorder(self, capacity, **kwargs):
+        """A :class:`hcltdx.snapshot.Recorder` of snapshots, preallocated."""
+        return _poll_module().recorder(self, capacity, **kwargs)
+
+    def trace(self, capacity=65536):
+        """``with runner.trace() as t:`` records every tdcall of the device
+        (this runner's and others') into a bounded ring; ``t.calls`` is a
+        structured array."""
+        return self.hcl.trace(capacity)
+
     # -- the seed's register hooks (trivial for TDX) -----------------------------
 
     def try_set_reg(self, vtl, name, value):
@@ -1514,6 +1560,17 @@ cdef class TdxRunner:
 
     def flush_register_page(self):
         pass
+
+
+cdef object _poll_mod = None
+
+
+cdef object _poll_module():
+    global _poll_mod
+    if _poll_mod is None:
+        from hcltdx import _poll
+        _poll_mod = _poll
+    return _poll_mod
 
 
 cdef object _cpuset_to_set(cpu_set_t *s):

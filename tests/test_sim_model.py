@@ -769,3 +769,24 @@ def test_methods_validate_arguments():
         sim.page_state(sim.memory_size)
     with pytest.raises(ValueError):
         sim.enable_log(0)
+
+
+# ---- the C API, compiled and run as a program ---------------------------------
+
+
+def test_c_api_program():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if not shutil.which("make") or not shutil.which("gcc"):
+        pytest.skip("needs make and gcc")
+    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    build = subprocess.run(["make", "-s", "-C", str(csrc), "build/test_sim_api"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    assert "warning" not in build.stderr
+    run = subprocess.run([str(csrc / "build" / "test_sim_api")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"

@@ -33,7 +33,7 @@ cdef class Hcl:
     cdef object _pages       # WeakSet of _Page
     cdef readonly bint tsc_deadline_layout
     cdef object _mshv_vtl
-    cdef trace_ring *trace
+    cdef trace_ring *tring
     cdef object _trace_owner
     cdef object __weakref__
 

@@ -411,7 +411,7 @@ cdef class Hcl:
         self.fd = -1
         self.ops = NULL
         self.ctx = NULL
-        self.trace = NULL
+        self.tring = NULL
         self.backend = "closed"
         self._runners = weakref.WeakValueDictionary()
         self._pages = weakref.WeakSet()
@@ -598,10 +598,10 @@ cdef class Hcl:
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
-        if self.trace != NULL:
-            free(self.trace.entries)
-            free(self.trace)
-            self.trace = NULL
+        if self.tring != NULL:
+            free(self.tring.entries)
+            free(self.tring)
+            self.tring = NULL
 
     # -- the raw transport ---------------------------------------------------------
 
@@ -612,14 +612,14 @@ cdef class Hcl:
         if ops == NULL:
             raise ValueError("operation on a closed Hcl")
         if not ops.may_block:
-            err = _transport(ops, self.ctx, self.trace, vp, io)
+            err = _transport(ops, self.ctx, self.tring, vp, io)
         else:
             saved = io[0]
             self.inflight += 1
             try:
                 while True:
                     with nogil:
-                        err = _transport(ops, self.ctx, self.trace, vp, io)
+                        err = _transport(ops, self.ctx, self.tring, vp, io)
                     if err != EINTR:
                         break
                     io[0] = saved
@@ -714,7 +714,7 @@ cdef class Hcl:
     def _start_trace(self, capacity):
         cdef trace_ring *t
         self._check_open()
-        if self.trace != NULL:
+        if self.tring != NULL:
             raise RuntimeError("a trace is already recording on this Hcl")
         if not PyLong_Check(capacity) or capacity < 1 or capacity > (1 << 26):
             raise ValueError(f"capacity must be an int in 1..{1 << 26}, got {capacity!r}")
@@ -730,17 +730,17 @@ cdef class Hcl:
             free(t.entries)
             free(t)
             raise RuntimeError("cannot start a trace while another thread is inside a tdcall")
-        self.trace = t
+        self.tring = t
 
     def _stop_trace(self):
         """Stop recording; returns (total, entries as bytes, oldest first)."""
-        cdef trace_ring *t = self.trace
+        cdef trace_ring *t = self.tring
         cdef uint64_t n, first, i
         if t == NULL:
             return 0, b""
         if self.inflight:
             raise RuntimeError("cannot stop a trace while another thread is inside a tdcall")
-        self.trace = NULL
+        self.tring = NULL
         n = t.head if t.head < t.capacity else t.capacity
         first = t.head - n
         out = bytearray(n * sizeof(trace_entry))
@@ -754,10 +754,10 @@ cdef class Hcl:
         return total, bytes(out)
 
     def _free_trace(self):
-        if self.trace != NULL:
-            free(self.trace.entries)
-            free(self.trace)
-            self.trace = NULL
+        if self.tring != NULL:
+            free(self.tring.entries)
+            free(self.tring)
+            self.tring = NULL
 
 
 TRACE_ENTRY_SIZE = sizeof(trace_entry)
@@ -951,9 +951,9 @@ cdef int _run_page_loop(Hcl hcl, page_op *st, bint accept) except -1:
         try:
             with nogil:
                 if accept:
-                    out = _accept_loop(hcl.ops, hcl.ctx, hcl.trace, st)
+                    out = _accept_loop(hcl.ops, hcl.ctx, hcl.tring, st)
                 else:
-                    out = _set_attrs_loop(hcl.ops, hcl.ctx, hcl.trace, st)
+                    out = _set_attrs_loop(hcl.ops, hcl.ctx, hcl.tring, st)
         finally:
             hcl.inflight -= 1
         if out != OUT_SIGNAL:

@@ -1614,3 +1614,12 @@ cdef tuple _host_private_page(Hcl hcl, uint32_t vp, object supplied):
             "/proc/self/pagemap (needs CAP_SYS_ADMIN); pass "
             "vtl1_apic_page=(buffer, physical_address)")
     return page, pfn * 4096
+
+
+@cython.final
+cdef class _Baseline:
+    """A Cython method that does nothing with the same arguments as
+    ``read_vmcs64``: the yardstick of benchmarks/bench_runner.py."""
+
+    def noop(self, vtl, field):
+        return 0

@@ -1,0 +1,5 @@
+import sys
+
+from hcltdx.cli import main
+
+sys.exit(main())

@@ -15,6 +15,7 @@ umount DIR`` removes a mount left behind.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import functools
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 try:
     from hcltdx import _simdev
@@ -48,6 +50,15 @@ PAGE_SIZE = 4096
 APIC_PAGE_OFFSET = 0x30000
 _STARTUP_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
+_live = weakref.WeakSet()
+
+
+@atexit.register
+def _close_leftovers():
+    # A daemon thread dies with the interpreter; its mount must not outlive it.
+    for dev in list(_live):
+        with contextlib.suppress(Exception):
+            dev.close()
 
 
 def _unescape_mountinfo(field: str) -> str:
@@ -172,7 +183,9 @@ class SimDev:
         self.backing = ""
         self._thread = None
         self._proc = None
+        self._lifeline = -1
         self._closed = False
+        _live.add(self)
 
     def __repr__(self):
         mode = "thread" if self.in_process else f"child {self.pid}"
@@ -202,6 +215,7 @@ class SimDev:
         if self._closed:
             return
         self._closed = True
+        _live.discard(self)
         try:
             if self.in_process:
                 self._stop_thread()
@@ -213,6 +227,9 @@ class SimDev:
                 if not is_mounted(self.mountpoint):
                     break
                 umount(self.mountpoint, force=True)
+            if self._lifeline >= 0:
+                os.close(self._lifeline)
+                self._lifeline = -1
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _stop_thread(self):
@@ -264,8 +281,11 @@ def _start_thread(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> N
 
 def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> None:
     rd, wr = os.pipe()
+    # The child unmounts itself when this end closes: when we die, however.
+    life_rd, dev._lifeline = os.pipe()
     cmd = [sys.executable, "-m", "hcltdx.simdev", "mount", dev.mountpoint,
            "--vp-count", str(vp_count), "--ready-fd", str(wr),
+           "--lifeline-fd", str(life_rd),
            "--sim-kwargs", json.dumps(sim_kwargs), "--quiet"]
     if daemon_cpu is not None:
         cmd += ["--cpu", str(daemon_cpu)]
@@ -274,10 +294,12 @@ def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> No
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_parent, env.get("PYTHONPATH")]))
     try:
-        dev._proc = subprocess.Popen(cmd, pass_fds=(wr,), env=env, stdin=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        dev._proc = subprocess.Popen(cmd, pass_fds=(wr, life_rd), env=env,
+                                     stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
     finally:
         os.close(wr)
+        os.close(life_rd)
     dev.pid = dev._proc.pid
     with os.fdopen(rd, "rb") as ready:
         line = _read_line(ready, _STARTUP_TIMEOUT)
@@ -343,12 +365,24 @@ def mount(vp_count: int = 2, memory_size: int | None = None, *, in_process: bool
 
 # ---- command line -----------------------------------------------------------
 
-def _serve_foreground(args) -> int:
-    def stop(signum, frame):
-        raise KeyboardInterrupt
+def _watch_lifeline(fd: int, mountpoint: str) -> None:
+    def watch():
+        with contextlib.suppress(OSError):
+            while os.read(fd, 64):
+                pass
+        # The parent is gone: unmounting ends serve() with ENODEV.
+        with contextlib.suppress(OSError):
+            umount(mountpoint)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    threading.Thread(target=watch, name="simdev lifeline", daemon=True).start()
+
+
+def _serve_foreground(args) -> int:
+    # The daemon serves from a thread; this thread only waits for a signal.
+    # A Python signal handler could run too late (after the daemon went back
+    # into read(2)), so the signals are blocked and taken with sigwait.
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     sim_kwargs = json.loads(args.sim_kwargs) if args.sim_kwargs else {}
     if args.memory_size is not None:
         sim_kwargs["memory_size"] = args.memory_size
@@ -361,13 +395,19 @@ def _serve_foreground(args) -> int:
             ready.write(json.dumps(msg) + "\n")
             ready.flush()
 
-    workdir = tempfile.mkdtemp(prefix="hcltdx-simdev-")
     server = None
+    thread = None
+    failure = []
     try:
         _pin_current_thread(args.cpu)
         try:
             _preflight()
-            sim, backing = _make_sim(workdir, args.vp_count, sim_kwargs)
+            # Needed only while the backing is set up: gone before anything can kill us.
+            workdir = tempfile.mkdtemp(prefix="hcltdx-simdev-")
+            try:
+                sim, backing = _make_sim(workdir, args.vp_count, sim_kwargs)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
             server = _simdev.Server(sim, args.vp_count)
             server.mount(mountpoint)
         except SimDevUnavailable as exc:
@@ -377,6 +417,20 @@ def _serve_foreground(args) -> int:
         except Exception as exc:
             report(ok=False, errno=getattr(exc, "errno", None), error=f"{type(exc).__name__}: {exc}")
             raise
+        main_thread = threading.get_ident()
+
+        def serve():
+            try:
+                server.serve()
+            except BaseException as exc:  # handed to the main thread
+                failure.append(exc)
+            finally:
+                signal.pthread_kill(main_thread, signal.SIGUSR1)
+
+        thread = threading.Thread(target=serve, name="simdev daemon")
+        thread.start()
+        if args.lifeline_fd is not None:
+            _watch_lifeline(args.lifeline_fd, mountpoint)
         report(ok=True, pid=os.getpid(), backing=backing)
         if ready is not None:
             ready.close()
@@ -384,20 +438,24 @@ def _serve_foreground(args) -> int:
         if not args.quiet:
             print(f"serving {os.path.join(mountpoint, FILE_NAME)} "
                   f"({args.vp_count} VPs, backing: {backing}); Ctrl-C to stop", flush=True)
-        try:
-            server.serve()
-        except KeyboardInterrupt:
-            pass
+        signal.sigwait(stops)
         return 0
     finally:
         if server is not None:
             umount(mountpoint)
-            server.close()
+            if thread is not None:
+                thread.join(_STOP_TIMEOUT)
+                if thread.is_alive():
+                    umount(mountpoint, force=True)
+                    thread.join(_STOP_TIMEOUT)
+            if thread is None or not thread.is_alive():
+                server.close()
             if is_mounted(mountpoint):
                 umount(mountpoint, force=True)
-        shutil.rmtree(workdir, ignore_errors=True)
         if ready is not None:
             ready.close()
+        if failure:
+            raise failure[0]
 
 
 def main(argv=None) -> int:
@@ -413,6 +471,7 @@ def main(argv=None) -> int:
     m.add_argument("--cpu", type=int, default=None, help="pin the daemon to this CPU")
     m.add_argument("--sim-kwargs", default=None, help=argparse.SUPPRESS)
     m.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    m.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
     m.add_argument("--quiet", action="store_true")
     u = sub.add_parser("umount", help="unmount a stand-in (forcing it if the daemon is gone)")
     u.add_argument("path")

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import mmap
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -402,3 +403,44 @@ def test_cli_umount_clears_a_dead_mount(tmp_path):
         assert simdev.main(["umount", str(mnt)]) == 1
     finally:
         simdev.umount(mnt, force=True)
+
+
+# ---- nothing outlives its owner ---------------------------------------------------
+
+def _mounted_after(script, timeout=20):
+    """Run ``script`` (it prints a mount point), then report whether that
+    mount point is still mounted once things have settled."""
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                       capture_output=True, text=True, timeout=60)
+    mnt = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else None
+    assert mnt, (r.returncode, r.stderr)
+    deadline = time.monotonic() + timeout
+    try:
+        while simdev.is_mounted(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return simdev.is_mounted(mnt)
+    finally:
+        simdev.umount(mnt, force=True)
+        shutil.rmtree(os.path.dirname(mnt), ignore_errors=True)  # its owner died
+
+
+def test_child_daemon_unmounts_when_its_parent_is_killed():
+    assert not _mounted_after("""
+        import os, signal
+        from hcltdx import simdev
+        cm = simdev.mount(vp_count=1, in_process=False)
+        dev = cm.__enter__()
+        assert simdev.is_mounted(dev.mountpoint)
+        print(dev.mountpoint, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+
+
+def test_thread_daemon_mount_is_removed_at_interpreter_exit():
+    assert not _mounted_after("""
+        from hcltdx import simdev
+        cm = simdev.mount(vp_count=1)
+        dev = cm.__enter__()
+        fd = open(dev.path, "rb")  # still open at exit: a busy mount
+        print(dev.mountpoint, flush=True)
+    """, timeout=0)

@@ -278,6 +278,10 @@ def umount(path, *, force=False):
     with nogil:
         rc = umount2(p, MNT_FORCE | MNT_DETACH)
         err = errno
+        if rc != 0 and err == EPERM:
+            # MNT_FORCE needs CAP_SYS_ADMIN in the initial user namespace.
+            rc = umount2(p, MNT_DETACH)
+            err = errno
     if rc == 0:
         return True
     if err in (EINVAL, ENOENT, ENOTDIR):
@@ -413,8 +417,9 @@ cdef class Server:
             rc = ioctl(self.fuse_fd, FUSE_DEV_IOC_BACKING_OPEN, &bm)
             err = errno
         if rc < 0:
-            raise SimDevUnavailable(err, "FUSE_DEV_IOC_BACKING_OPEN failed: "
-                                    f"{os.strerror(err)} (passthrough unusable)")
+            why = " (it needs CAP_SYS_ADMIN in the initial user namespace)" if err == EPERM else ""
+            raise SimDevUnavailable(err, "FUSE passthrough unusable: FUSE_DEV_IOC_BACKING_OPEN "
+                                    f"failed: {os.strerror(err)}{why}")
         self.backing_id = rc
         return 0
 

@@ -50,7 +50,7 @@ PAGE_SIZE = 4096
 APIC_PAGE_OFFSET = 0x30000
 _STARTUP_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0
-_live = weakref.WeakSet()
+_live: weakref.WeakSet[SimDev] = weakref.WeakSet()
 
 
 @atexit.register
@@ -176,13 +176,13 @@ class SimDev:
         self.mountpoint = os.path.join(workdir, "mnt")
         self.path = os.path.join(self.mountpoint, FILE_NAME)
         self.in_process = in_process
-        self.sim = None
-        self.server = None
+        self.sim: Sim | None = None
+        self.server: _simdev.Server | None = None
         self.pid = os.getpid()
         self.vp_count = 0
         self.backing = ""
-        self._thread = None
-        self._proc = None
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._lifeline = -1
         self._closed = False
         _live.add(self)
@@ -233,7 +233,10 @@ class SimDev:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _stop_thread(self):
-        umount(self.mountpoint)
+        if self.server is None:
+            return  # the mount never happened
+        if is_mounted(self.mountpoint):
+            umount(self.mountpoint)
         if self._thread is not None:
             self._thread.join(_STOP_TIMEOUT)
             if self._thread.is_alive():
@@ -295,8 +298,7 @@ def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> No
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_parent, env.get("PYTHONPATH")]))
     try:
         dev._proc = subprocess.Popen(cmd, pass_fds=(wr, life_rd), env=env,
-                                     stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
     finally:
         os.close(wr)
         os.close(life_rd)
@@ -305,9 +307,9 @@ def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> No
         line = _read_line(ready, _STARTUP_TIMEOUT)
     if not line:
         dev._proc.kill()
-        _, err = dev._proc.communicate()
-        raise RuntimeError(f"simdev daemon failed to start: {err.decode(errors='replace').strip()}")
-    dev._proc.stderr.close()
+        code = dev._proc.wait()
+        raise RuntimeError(f"the simdev daemon failed to start (exit status {code}; "
+                           "its stderr says why)")
     msg = json.loads(line)
     if not msg["ok"]:
         dev._proc.wait()
@@ -408,10 +410,11 @@ def _serve_foreground(args) -> int:
                 sim, backing = _make_sim(workdir, args.vp_count, sim_kwargs)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-            server = _simdev.Server(sim, args.vp_count)
-            server.mount(mountpoint)
+            daemon = _simdev.Server(sim, args.vp_count)
+            daemon.mount(mountpoint)
+            server = daemon
         except SimDevUnavailable as exc:
-            report(ok=False, unavailable=True, errno=exc.errno, error=str(exc))
+            report(ok=False, unavailable=True, errno=exc.errno, error=exc.strerror or str(exc))
             print(f"hcltdx simdev: {exc}", file=sys.stderr)
             return 2
         except Exception as exc:

@@ -444,3 +444,37 @@ def test_thread_daemon_mount_is_removed_at_interpreter_exit():
         fd = open(dev.path, "rb")  # still open at exit: a busy mount
         print(dev.mountpoint, flush=True)
     """, timeout=0)
+
+
+# ---- refusing clearly where it cannot work ----------------------------------------
+
+_REFUSE = textwrap.dedent("""
+    from hcltdx import simdev
+    ok, why = simdev.available()
+    print("available", ok, why)
+    for in_process in (True, False):
+        try:
+            with simdev.mount(vp_count=1, in_process=in_process):
+                print("mounted")
+        except simdev.SimDevUnavailable as exc:
+            print("refused", exc.errno, exc.strerror)
+""")
+
+
+@pytest.mark.parametrize("flags, missing", [
+    (["-U", "-r", "-m"], "FUSE_DEV_IOC_BACKING_OPEN"),   # may mount, may not register a backing file
+    (["-U", "-r"], "CAP_SYS_ADMIN"),                     # may not even mount
+], ids=["userns-with-mountns", "userns"])
+def test_refuses_with_the_reason_in_a_user_namespace(flags, missing):
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1)")
+    probe = subprocess.run(["unshare", *flags, "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("user namespaces are not available")
+    r = subprocess.run(["unshare", *flags, sys.executable, "-c", _REFUSE],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("available False") and missing in lines[0]
+    assert lines[1:] == [f"refused {errno.EPERM} {lines[1].split(' ', 2)[2]}"] * 2
+    assert missing in lines[1]

@@ -135,7 +135,7 @@ class Trace:
     @classmethod
     def load(cls, path: "str | os.PathLike[str]") -> "Trace":
         """A (non-recording) Trace read from a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(path, allow_pickle=False, max_header_size=1 << 22) as f:
             calls = f["calls"]
             meta = json.loads(str(f["metadata"][()]))
         if calls.dtype != TRACE_DTYPE:

@@ -1,0 +1,442 @@
+"""Batch VMCS access and polling over every backend: results equal the
+one-by-one reads, the simulator's call log shows the same tdcalls, bad input
+is refused before any tdcall, Ctrl-C stops a long poll keeping its rows."""
+
+import gc
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hcltdx import GuestVtl, VmcsField
+from hcltdx._poll import BatchError, PollInterrupted, poll_dtype
+
+F = VmcsField
+VTL0, VTL1 = GuestVtl.VTL0, GuestVtl.VTL1
+ALL = 0xFFFFFFFFFFFFFFFF
+
+# Readable fields of every width (16, 32, 64, natural).
+FIELDS = [
+    F.VMX_VMCS_GUEST_CR3,           # natural
+    F.VMX_VMCS_GUEST_ES_SELECTOR,   # 16
+    F.VMX_VMCS_GUEST_CS_AR,         # 32
+    F.VMX_VMCS_GUEST_PAT,           # 64
+    F.VMX_VMCS_GUEST_RIP,
+    F.VMX_VMCS_GUEST_ES_LIMIT,
+    F.VMX_VMCS_GUEST_TR_SELECTOR,
+    F.VMX_VMCS_GUEST_EFER,
+]
+
+
+def one_by_one_read(runner, vtl, field):
+    return {16: runner.read_vmcs16, 32: runner.read_vmcs32, 64: runner.read_vmcs64}[
+        field.width_bits](vtl, field)
+
+
+def log_inputs(sim):
+    return [(int(e["vp"]), int(e["in_rax"]), int(e["in_rcx"]), int(e["in_rdx"]), int(e["in_r8"]),
+             int(e["in_r9"])) for e in sim.call_log()]
+
+
+@pytest.fixture
+def runner(hcl):
+    r = hcl.runner(0)
+    yield r
+    gc.collect()
+    r.close()
+
+
+def seed_values(sim, vp=0):
+    """Distinct values in every FIELDS entry of both VTLs, each fitting its width."""
+    for vtl in (0, 1):
+        for i, f in enumerate(FIELDS):
+            value = (0x1111_2222_3333_4444 * (i + 1) + vtl) & ((1 << f.width_bits) - 1)
+            if f == F.VMX_VMCS_GUEST_CS_AR:
+                value = 0xA09B + vtl
+            sim.set_vmcs(vp, vtl, int(f), value)
+
+
+# ---- read_vmcs_batch ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vtl", [VTL0, VTL1])
+def test_batch_read_equals_one_by_one(runner, sim, vtl):
+    seed_values(sim)
+    sim.enable_log(256)
+    batch = runner.read_vmcs_batch(vtl, FIELDS)
+    batch_calls = log_inputs(sim)
+    sim.clear_log()
+    singles = [one_by_one_read(runner, vtl, f) for f in FIELDS]
+    assert batch.dtype == np.uint64
+    assert batch.tolist() == singles
+    assert all(v != 0 for v in singles)
+    # The very same tdcalls, in order, as the one-by-one reads.
+    assert batch_calls == log_inputs(sim)
+    assert [c[1] for c in batch_calls] == [9] * len(FIELDS)
+
+
+def test_batch_read_from_uint32_array_and_into_out(runner, sim):
+    seed_values(sim)
+    enc = np.array([int(f) for f in FIELDS], dtype=np.uint32)
+    out = np.zeros(len(FIELDS), dtype=np.uint64)
+    res = runner.read_vmcs_batch(VTL0, enc, out=out)
+    assert res is out
+    assert out.tolist() == [one_by_one_read(runner, VTL0, f) for f in FIELDS]
+
+
+def test_batch_read_large_batch_releases_gil_path(runner, sim):
+    # Above the in-process threshold the loop runs without the GIL.
+    fields = [f for f in VmcsField.catalogue() if f.read_mask] * 3
+    got = runner.read_vmcs_batch(VTL0, np.array([int(f) for f in fields], dtype=np.uint32))
+    assert got.tolist() == [one_by_one_read(runner, VTL0, f) for f in fields]
+
+
+def test_batch_read_empty(runner, sim):
+    sim.enable_log(8)
+    assert runner.read_vmcs_batch(VTL0, []).shape == (0,)
+    assert len(sim.call_log()) == 0
+
+
+def test_batch_read_failure_part_way_keeps_earlier_values(runner, sim):
+    seed_values(sim)
+    fields = FIELDS[:3] + [F.VMX_VMCS_HOST_ES_SELECTOR] + FIELDS[3:]
+    out = np.zeros(len(fields), dtype=np.uint64)
+    sim.enable_log(64)
+    with pytest.raises(BatchError) as ei:
+        runner.read_vmcs_batch(VTL1, fields, out=out)
+    e = ei.value
+    assert e.index == 3
+    assert e.field == F.VMX_VMCS_HOST_ES_SELECTOR
+    assert e.vtl == 1 and e.vp == 0
+    assert e.code.name == "METADATA_FIELD_NOT_READABLE"
+    assert "VMX_VMCS_HOST_ES_SELECTOR" in str(e) and "index 3" in str(e)
+    expected = [one_by_one_read(runner, VTL1, f) for f in FIELDS[:3]]
+    assert e.values.tolist() == expected
+    assert out[:3].tolist() == expected
+    assert out[3:].tolist() == [0] * (len(fields) - 3)
+    # The loop stopped at the failing field: no call after it.
+    assert len(log_inputs(sim)) == 4 + 3  # 4 batch calls, then the 3 checks above
+
+
+def test_batch_read_injected_fault(runner, sim):
+    sim.inject(9, 0xC0000C0000000000, count=1)
+    with pytest.raises(BatchError) as ei:
+        runner.read_vmcs_batch(VTL0, FIELDS)
+    assert ei.value.index == 0 and ei.value.values.shape == (0,)
+    assert ei.value.code.name == "METADATA_FIELD_ID_INCORRECT"
+    # The fault was consumed; the next batch succeeds.
+    assert runner.read_vmcs_batch(VTL0, FIELDS).shape == (len(FIELDS),)
+
+
+@pytest.mark.parametrize(
+    "fields, exc, match",
+    [
+        ([F.VMX_VMCS_GUEST_CR3, 0x6803], ValueError, "access_high"),
+        ([F.VMX_VMCS_GUEST_CR3, 0x10000], ValueError, "out of range"),
+        ([0x1_0000_0000], ValueError, "out of range"),
+        ([-2], ValueError, "negative"),
+        ([F.VMX_VMCS_GUEST_CR3, "CR3"], TypeError, r"fields\[1\]"),
+        ([True], TypeError, "bool"),
+        (np.array([0x6802, 0x6803], dtype=np.uint32), ValueError, "access_high"),
+        (np.array([26626.0]), TypeError, "integer array"),
+        (42, TypeError, "sequence"),
+    ],
+)
+def test_batch_read_bad_fields_refused_before_any_tdcall(runner, sim, fields, exc, match):
+    before = sim.counters()
+    with pytest.raises(exc, match=match):
+        runner.read_vmcs_batch(VTL0, fields)
+    with pytest.raises(exc, match=match):
+        runner.poll_vmcs(VTL0, fields, 10)
+    assert sim.counters() == before
+
+
+def test_batch_read_bad_vtl_and_out(runner, sim):
+    before = sim.counters()
+    with pytest.raises(ValueError, match="vtl"):
+        runner.read_vmcs_batch(2, FIELDS)
+    with pytest.raises(TypeError, match="uint64"):
+        runner.read_vmcs_batch(VTL0, FIELDS, out=np.zeros(len(FIELDS), dtype=np.int64))
+    with pytest.raises(ValueError, match="entries"):
+        runner.read_vmcs_batch(VTL0, FIELDS, out=np.zeros(1, dtype=np.uint64))
+    assert sim.counters() == before
+
+
+def test_batch_on_closed_runner_and_other_thread(hcl, sim):
+    r = hcl.runner(0)
+    errors = []
+
+    def other():
+        try:
+            r.read_vmcs_batch(VTL0, FIELDS)
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors and "belongs to the thread" in str(errors[0])
+    r.close()
+    with pytest.raises(ValueError, match="closed runner"):
+        r.read_vmcs_batch(VTL0, FIELDS)
+
+
+# ---- write_vmcs_batch ----------------------------------------------------------------------
+
+
+def test_batch_write_returns_previous_and_applies_masks(runner, sim):
+    seed_values(sim)
+    prev_expected = [one_by_one_read(runner, VTL0, f) for f in FIELDS]
+    masks = [(1 << f.width_bits) - 1 for f in FIELDS]
+    masks[0] = 0xFF000          # a partial write: only these bits change
+    values = [(0x5A5A_5A5A_5A5A_5A5A >> (64 - f.width_bits)) for f in FIELDS]
+    values[2] = 0xC093          # CS_AR: writable bits only
+    sim.enable_log(64)
+    prev = runner.write_vmcs_batch(VTL0, FIELDS, masks, values)
+    assert prev.tolist() == prev_expected
+    assert [c[1] for c in log_inputs(sim)] == [10] * len(FIELDS)
+    assert [c[4] for c in log_inputs(sim)] == values
+    assert [c[5] for c in log_inputs(sim)] == masks
+    for f, m, v, old in zip(FIELDS, masks, values, prev_expected):
+        assert sim.vmcs(0, 0, int(f)) == (old & ~m) | (v & m)
+
+
+def test_batch_write_arrays(runner, sim):
+    enc = np.array([int(F.VMX_VMCS_GUEST_CR3), int(F.VMX_VMCS_GUEST_RIP)], dtype=np.uint32)
+    runner.write_vmcs_batch(VTL1, enc, np.array([ALL, ALL], dtype=np.uint64),
+                            np.array([0x3000, 0xFFF0], dtype=np.uint64))
+    assert runner.read_vmcs_batch(VTL1, enc).tolist() == [0x3000, 0xFFF0]
+
+
+@pytest.mark.parametrize(
+    "masks, values, match",
+    [
+        ([ALL, 0x1_0000, 0], [0, 0, 0], r"masks\[1\].*16-bit field VMX_VMCS_GUEST_ES_SELECTOR"),
+        ([ALL, 0xFFFF, 0], [0, 0x1_0000, 0], r"values\[1\].*16-bit"),
+        ([ALL, 1, 1 << 32], [0, 0, 0], r"masks\[2\].*32-bit field VMX_VMCS_GUEST_CS_LIMIT"),
+        ([ALL], [0], "1 entries for 3 fields"),
+        ([ALL, 1, 1], [1 << 64, 0, 0], r"values\[0\] must be in"),
+        ([ALL, 1, -1], [0, 0, 0], r"masks\[2\] must be in"),
+    ],
+)
+def test_batch_write_width_errors_before_any_tdcall(runner, sim, masks, values, match):
+    fields = [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_GUEST_ES_SELECTOR, F.VMX_VMCS_GUEST_CS_LIMIT]
+    before = sim.counters()
+    with pytest.raises(ValueError, match=match):
+        runner.write_vmcs_batch(VTL0, fields, masks, values)
+    assert sim.counters() == before
+
+
+def test_batch_write_failure_part_way(runner, sim):
+    fields = [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_GUEST_RIP, F.VMX_VMCS_EXIT_REASON,
+              F.VMX_VMCS_GUEST_CR0]
+    sim.set_vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR0), 0x31)
+    with pytest.raises(BatchError) as ei:
+        runner.write_vmcs_batch(VTL0, fields, [ALL, ALL, 0xFFFFFFFF, ALL], [0x7000, 0x8000, 1, 0])
+    e = ei.value
+    assert e.index == 2 and e.field == F.VMX_VMCS_EXIT_REASON
+    assert e.values.tolist() == [0, 0]
+    assert e.code.name == "METADATA_FIELD_NOT_WRITABLE"
+    # Fields before the failure were written, the one after was not.
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3)) == 0x7000
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_RIP)) == 0x8000
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR0)) == 0x31
+
+
+# ---- poll_vmcs ---------------------------------------------------------------------------------
+
+
+def test_poll_columns_values_and_timestamps(runner, sim):
+    seed_values(sim)
+    res = runner.poll_vmcs(VTL0, FIELDS, 50)
+    assert res.dtype.names == ("t_ns",) + tuple(f.name for f in FIELDS)
+    assert res.dtype == poll_dtype(FIELDS)
+    assert len(res) == 50
+    for f in FIELDS:
+        assert (res[f.name] == one_by_one_read(runner, VTL0, f)).all()
+    assert (np.diff(res["t_ns"].astype(np.int64)) >= 0).all()
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    assert 0 < res["t_ns"][0] <= now
+
+
+def test_poll_interval_strictly_increasing(runner, sim):
+    res = runner.poll_vmcs(VTL1, FIELDS[:2], 20, interval_ns=200_000)
+    d = np.diff(res["t_ns"].astype(np.int64))
+    assert (d > 0).all()
+    # Fixed rate: every sample is at least one interval after its predecessor's slot.
+    assert res["t_ns"][-1] - res["t_ns"][0] >= 19 * 200_000 - 200_000
+
+
+def test_poll_unknown_encoding_column_name(runner, sim):
+    assert poll_dtype([0x6802, 0x681E]).names[1] == "VMX_VMCS_GUEST_CR3"
+    assert poll_dtype(np.array([0x6C00], dtype=np.uint32)).names[1] in ("VMX_VMCS_HOST_CR0", "0x6c00")
+    with pytest.raises(ValueError, match="twice"):
+        runner.poll_vmcs(VTL0, [F.VMX_VMCS_GUEST_CR3, 0x6802], 3)
+
+
+def test_poll_into_out_without_allocation(runner, sim):
+    out = np.zeros(100, dtype=poll_dtype(FIELDS[:3]))
+    res = runner.poll_vmcs(VTL0, FIELDS[:3], 40, out=out)
+    assert len(res) == 40 and np.shares_memory(res, out)
+    assert (out["t_ns"][:40] > 0).all() and (out["t_ns"][40:] == 0).all()
+    with pytest.raises(TypeError, match="dtype"):
+        runner.poll_vmcs(VTL0, FIELDS[:2], 10, out=out)
+    with pytest.raises(ValueError, match="rows"):
+        runner.poll_vmcs(VTL0, FIELDS[:3], 101, out=out)
+
+
+def test_poll_zero_samples_and_bad_counts(runner, sim):
+    assert len(runner.poll_vmcs(VTL0, FIELDS, 0)) == 0
+    with pytest.raises(ValueError):
+        runner.poll_vmcs(VTL0, FIELDS, -1)
+    with pytest.raises(TypeError):
+        runner.poll_vmcs(VTL0, FIELDS, 10, interval_ns=1.5)
+    with pytest.raises(TypeError, match="callable"):
+        runner.poll_vmcs(VTL0, FIELDS, 10, progress=3)
+
+
+def test_poll_grows_past_first_chunk(runner, sim):
+    res = runner.poll_vmcs(VTL0, [F.VMX_VMCS_GUEST_RIP], 70_000)
+    assert len(res) == 70_000
+    assert (np.diff(res["t_ns"].astype(np.int64)) >= 0).all()
+
+
+def test_poll_changes_only_no_change_gives_one_row(runner, sim):
+    res = runner.poll_vmcs(VTL0, FIELDS, 500, changes_only=True)
+    assert len(res) == 1
+
+
+def test_poll_changes_only_sees_each_change(runner, sim):
+    f = F.VMX_VMCS_GUEST_RIP
+    written = [0x1000]
+    sim.set_vmcs(0, 0, int(f), 0x1000)
+
+    def progress(done, total):
+        written.append(written[-1] + 0x10)
+        sim.set_vmcs(0, 0, int(f), written[-1])
+
+    res = runner.poll_vmcs(VTL0, [f, F.VMX_VMCS_GUEST_CR3], 1000, interval_ns=1_000_000,
+                           progress=progress, changes_only=True)
+    rips = res[f.name].tolist()
+    # Every value written before the final progress call, once each, in order.
+    assert rips == written[:-1]
+    assert len(rips) >= 2
+    assert (np.diff(res["t_ns"].astype(np.int64)) > 0).all()
+
+
+def test_poll_changes_only_from_another_thread(runner, sim):
+    f = F.VMX_VMCS_GUEST_CR3
+    stop = threading.Event()
+
+    def writer():
+        v = 0
+        while not stop.is_set():
+            v += 0x1000
+            sim.set_vmcs(0, 0, int(f), v)
+            time.sleep(0.002)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        res = runner.poll_vmcs(VTL0, [f], 200, interval_ns=1_000_000, changes_only=True)
+    finally:
+        stop.set()
+        t.join()
+    vals = res[f.name].astype(np.int64)
+    assert len(vals) >= 1
+    assert (np.diff(vals) != 0).all()       # no repeated row
+    assert (np.diff(vals) > 0).all()        # the writer only increases
+
+
+def test_poll_progress_callback(runner, sim):
+    calls = []
+    runner.poll_vmcs(VTL0, FIELDS[:2], 400, interval_ns=1_000_000,
+                     progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (400, 400)
+    assert len(calls) >= 2
+    assert all(t == 400 for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_poll_runner_is_busy_inside_progress(hcl, sim):
+    r = hcl.runner(0)
+    seen = []
+
+    def progress(done, total):
+        if done < total:
+            for call in (lambda: r.read_vmcs64(VTL0, F.VMX_VMCS_GUEST_CR3), hcl.close):
+                try:
+                    call()
+                except RuntimeError as e:
+                    seen.append(str(e))
+
+    r.poll_vmcs(VTL0, FIELDS[:1], 300, interval_ns=1_000_000, progress=progress)
+    assert any("already inside a call" in s for s in seen)
+    assert any("cannot close" in s for s in seen)
+    # Afterwards the runner is usable again.
+    assert r.read_vmcs64(VTL0, F.VMX_VMCS_GUEST_CR3) == 0
+    r.close()
+
+
+def test_poll_releases_the_gil(runner, sim):
+    counter = [0]
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            counter[0] += 1
+
+    seen = []
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        runner.poll_vmcs(VTL0, FIELDS[:2], 300, interval_ns=1_000_000,
+                         progress=lambda d, n: seen.append(counter[0]))
+    finally:
+        stop.set()
+        t.join()
+    # The counter moved while the poll was running between progress calls.
+    assert len(seen) >= 2 and seen[-1] > seen[0]
+
+
+def test_poll_ctrl_c_stops_long_poll_keeping_samples(runner, sim):
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(PollInterrupted) as ei:
+            runner.poll_vmcs(VTL0, FIELDS[:2], 10**9, interval_ns=1_000_000)
+    finally:
+        timer.cancel()
+    elapsed = time.monotonic() - t0
+    e = ei.value
+    assert isinstance(e, KeyboardInterrupt)
+    assert elapsed < 10  # bounded: not the 10**6 s the poll asked for
+    assert 0 < len(e.samples) <= e.taken
+    assert e.samples.dtype == poll_dtype(FIELDS[:2])
+    assert (np.diff(e.samples["t_ns"].astype(np.int64)) > 0).all()
+    # The runner and the Hcl are free again.
+    assert runner.read_vmcs_batch(VTL0, FIELDS[:2]).shape == (2,)
+
+
+def test_poll_ctrl_c_via_os_kill_back_to_back(runner, sim):
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(PollInterrupted) as ei:
+            runner.poll_vmcs(VTL0, [F.VMX_VMCS_GUEST_RIP], 10**12, changes_only=True)
+    finally:
+        timer.cancel()
+    assert len(ei.value.samples) == 1 and ei.value.taken >= 1
+
+
+def test_poll_failure_raises_batch_error_with_rows(runner, sim):
+    sim.enable_log(8)
+    with pytest.raises(BatchError) as ei:
+        runner.poll_vmcs(VTL0, [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_HOST_ES_SELECTOR], 5)
+    assert ei.value.index == 1 and ei.value.samples.shape == (0,)
+    assert ei.value.values.tolist() == [0]

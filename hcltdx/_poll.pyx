@@ -677,13 +677,15 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
 # ---- snapshots ----------------------------------------------------------------------------
 
 PRIVATE_REGS_DTYPE = np.dtype({
-    "names": ["rflags", "rip", "ssp", "rvi", "svi", "msr_kernel_gs_base", "msr_star",
+    "names": ["rflags", "rip", "ssp", "rvi", "svi", "pad", "msr_kernel_gs_base", "msr_star",
               "msr_lstar", "msr_sfmask", "msr_xss", "msr_tsc_aux", "vp_entry_flags"],
-    "formats": ["<u8", "<u8", "<u8", "u1", "u1", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8"],
-    "offsets": [0, 8, 16, 24, 25, 32, 40, 48, 56, 64, 72, 80],
+    "formats": ["<u8", "<u8", "<u8", "u1", "u1", ("u1", (6,)), "<u8", "<u8", "<u8", "<u8", "<u8",
+                "<u8", "<u8"],
+    "offsets": [0, 8, 16, 24, 25, 26, 32, 40, 48, 56, 64, 72, 80],
     "itemsize": 88,
 })
-"""The 12 fields of :class:`hcltdx.TdxPrivateRegs` as the snapshot holds them."""
+"""The 12 fields of :class:`hcltdx.TdxPrivateRegs` as the snapshot holds them
+(the padding is a named field so that copies and files keep every byte)."""
 
 cdef struct private_regs:
     uint64_t rflags, rip, ssp

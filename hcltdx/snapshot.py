@@ -224,7 +224,7 @@ def describe(record: Any) -> list[str]:
             lines.append(f"l2 tsc deadline={int(c['l2_tsc_deadline']['deadline']):#x}")
     if "private_regs" in names:
         p = r["private_regs"]
-        lines.append("private: " + " ".join(f"{k}={int(p[k]):#x}" for k in p.dtype.names))
+        lines.append("private: " + " ".join(f"{k}={int(p[k]):#x}" for k in p.dtype.names if k != "pad"))
     for vtl in (0, 1):
         key = f"apic_vtl{vtl}"
         if key in names:

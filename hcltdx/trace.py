@@ -26,17 +26,17 @@ from hcltdx import _core
 
 __all__ = ["TRACE_DTYPE", "Trace"]
 
-_IN = ("rax", "rcx", "rdx", "r8", "r9")
-_OUT = ("rax", "rcx", "rdx", "r8", "r9", "r10", "r11")
+_REGS = ("rax", "rcx", "rdx", "r8", "r9", "r10", "r11")
 
 # struct trace_entry: ts_ns u64, vp u32, err i32, then two struct mshv_tdcall
-# (rax rcx rdx r8 r9 r10_out r11_out). The input r10/r11 slots always hold 0
-# (R10-R15 enter the module as 0), so the dtype leaves them out.
+# (rax rcx rdx r8 r9 r10_out r11_out). in_r10/in_r11 always hold 0 (R10-R15
+# enter the module as 0) but stay named: a dtype without gaps keeps every
+# byte through copies and files.
 TRACE_DTYPE = np.dtype(
     {
-        "names": ["t_ns", "vp", "err"] + [f"in_{r}" for r in _IN] + [f"out_{r}" for r in _OUT],
-        "formats": ["<u8", "<u4", "<i4"] + ["<u8"] * (len(_IN) + len(_OUT)),
-        "offsets": [0, 8, 12] + [16 + 8 * i for i in range(len(_IN))] + [72 + 8 * i for i in range(len(_OUT))],
+        "names": ["t_ns", "vp", "err"] + [f"in_{r}" for r in _REGS] + [f"out_{r}" for r in _REGS],
+        "formats": ["<u8", "<u4", "<i4"] + ["<u8"] * (2 * len(_REGS)),
+        "offsets": [0, 8, 12] + [16 + 8 * i for i in range(2 * len(_REGS))],
         "itemsize": 128,
     }
 )

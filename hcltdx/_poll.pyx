@@ -20,6 +20,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from hcltdx.includes.abi cimport mshv_tdcall, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
+cimport numpy as cnp
 from hcltdx._core cimport Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops
 
 import functools
@@ -32,6 +33,8 @@ from hcltdx import abi as _abi
 from hcltdx.errors import HclError, VmcsAccessError
 from hcltdx.tdx import TdCallLeaf
 from hcltdx.vmx import VmcsField
+
+cnp.import_array()
 
 __all__ = [
     "BatchError",
@@ -49,6 +52,7 @@ __all__ = [
     "snapshot",
     "recorder",
     "replay",
+    "field_label",
 ]
 
 cdef extern from "<time.h>" nogil:
@@ -250,96 +254,118 @@ def field_label(raw):
     return name if name is not None else f"0x{int(raw):04x}"
 
 
-cdef uint32_t _check_raw(uint64_t raw, object shown) except? 0xFFFFFFFF:
+cdef int _bad_raw(object f, Py_ssize_t i) except -1:
+    shown = f"{f!r} (index {i})"
+    if isinstance(f, bool) or not (PyLong_Check(f) or isinstance(f, np.integer)):
+        raise TypeError(f"fields[{i}] must be a VmcsField or an int encoding, not {type(f).__name__}")
+    if f < 0:
+        raise ValueError(f"VMCS field {shown} is negative")
     # Bits 15-31 of an encoding are reserved; bit 0 selects the high half of
     # a 64-bit field, which TDG.VP.RD/WR do not address.
-    if raw > 0x7FFF:
+    if f > 0x7FFF:
         raise ValueError(f"VMCS field {shown} is out of range: encodings have bits 15-31 clear")
-    if raw & 1:
-        raise ValueError(f"VMCS field {shown} has access_high set: TDG.VP.RD/WR address "
-                         f"64-bit fields as a whole")
-    return <uint32_t>raw
+    raise ValueError(f"VMCS field {shown} has access_high set: TDG.VP.RD/WR address "
+                     f"64-bit fields as a whole")
 
 
-cdef object _raw_fields(object fields):
-    """The encodings of ``fields`` as a uint32 array, every one checked."""
-    cdef Py_ssize_t i, n
-    cdef uint32_t[::1] mv
-    cdef const uint32_t[::1] src
-    if isinstance(fields, np.ndarray):
-        arr = <object>fields
-        if arr.ndim != 1 or arr.dtype.kind not in "iu":
-            raise TypeError("fields must be a 1-d integer array or a sequence of VmcsField/int")
-        if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
-            bad = arr[(arr < 0) | (arr > 0xFFFFFFFF)][0]
-            raise ValueError(f"VMCS field {int(bad):#x} is out of range: encodings have bits 15-31 clear")
-        out = np.ascontiguousarray(arr, dtype=np.uint32)
-        src = out
-        for i in range(src.shape[0]):
-            if src[i] > 0x7FFF or src[i] & 1:
-                _check_raw(src[i], f"{src[i]:#x} (index {i})")
-        return out
-    try:
-        n = len(fields)
-    except TypeError:
-        raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array") from None
-    out = np.empty(n, dtype=np.uint32)
-    mv = out
-    i = 0
-    for f in fields:
-        if i >= n:
-            raise ValueError("fields changed size while being read")
-        if type(f) is VmcsField or (PyLong_Check(f) and not isinstance(f, bool)):
-            if f < 0:
-                raise ValueError(f"VMCS field {f!r} (index {i}) is negative")
-            if f > 0xFFFFFFFF:
-                raise ValueError(f"VMCS field {f!r} (index {i}) is out of range: "
-                                 f"encodings have bits 15-31 clear")
-            mv[i] = _check_raw(PyLong_AsUnsignedLongLong(f), f"{f!r} (index {i})")
-        elif isinstance(f, np.integer):
-            mv[i] = _check_raw(operator.index(f), f"{f!r} (index {i})")
-        else:
-            raise TypeError(f"fields[{i}] must be a VmcsField or an int encoding, "
-                            f"not {type(f).__name__}")
-        i += 1
-    if i != n:
-        raise ValueError("fields changed size while being read")
-    return out
+cdef inline bint _raw_ok(uint64_t raw) noexcept nogil:
+    return raw <= 0x7FFF and (raw & 1) == 0
 
 
+@cython.final
 cdef class _Codes:
-    """Field codes and width masks for one VTL (or a mix), in C arrays."""
+    """Checked field encodings with their field codes and width masks, in C
+    arrays (one VTL per entry, so a list may mix both VMCSs)."""
     cdef uint64_t *codes
     cdef uint64_t *widths
+    cdef uint32_t *raws
+    cdef uint8_t *vtls
     cdef Py_ssize_t n
-    cdef object raws      # uint32 array
-    cdef object vtls      # uint8 array
 
     def __dealloc__(self):
         free(self.codes)
 
+    cdef int _alloc(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t m = n if n > 0 else 1
+        self.codes = <uint64_t *>malloc(m * (2 * sizeof(uint64_t) + sizeof(uint32_t) + 1))
+        if self.codes == NULL:
+            raise MemoryError()
+        self.widths = self.codes + m
+        self.raws = <uint32_t *>(self.widths + m)
+        self.vtls = <uint8_t *>(self.raws + m)
+        self.n = n
+        return 0
 
-cdef _Codes _make_codes(object raws, object vtls):
-    cdef _Codes c = _Codes.__new__(_Codes)
-    cdef const uint32_t[::1] r = raws
-    cdef const uint8_t[::1] v = vtls
-    cdef Py_ssize_t i, n = r.shape[0]
-    c.n = n
-    c.raws = raws
-    c.vtls = vtls
-    c.codes = <uint64_t *>malloc(max(n, 1) * 2 * sizeof(uint64_t))
-    if c.codes == NULL:
-        raise MemoryError()
-    c.widths = c.codes + max(n, 1)
-    for i in range(n):
-        c.codes[i] = vmcs_code(r[i], v[i])
-        c.widths[i] = width_mask(r[i])
-    return c
+    cdef inline void _set(self, Py_ssize_t i, uint32_t raw, int vtl) noexcept:
+        self.raws[i] = raw
+        self.vtls[i] = vtl
+        self.codes[i] = vmcs_code(raw, vtl)
+        self.widths[i] = width_mask(raw)
+
+    cdef tuple raw_tuple(self, Py_ssize_t start=0, Py_ssize_t stop=-1):
+        if stop < 0:
+            stop = self.n
+        return tuple([self.raws[i] for i in range(start, stop)])
 
 
 cdef _Codes _codes_for(object fields, int vtl):
-    raws = _raw_fields(fields)
-    return _make_codes(raws, np.full(len(raws), vtl, dtype=np.uint8))
+    """``fields`` (a sequence of VmcsField/ints or an integer array), all
+    checked, as field codes of ``vtl``."""
+    cdef _Codes c = _Codes.__new__(_Codes)
+    cdef Py_ssize_t i, n
+    cdef unsigned long long raw
+    cdef const uint32_t *src
+    if isinstance(fields, np.ndarray):
+        arr = <object>fields
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise TypeError("fields must be a 1-d integer array or a sequence of VmcsField/int")
+        if arr.dtype != np.uint32 or not arr.flags.c_contiguous:
+            if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
+                i = int(np.nonzero((arr < 0) | (arr > 0xFFFFFFFF))[0][0])
+                _bad_raw(int(arr[i]), i)
+            arr = np.ascontiguousarray(arr, dtype=np.uint32)
+        n = arr.shape[0]
+        c._alloc(n)
+        src = <const uint32_t *>cnp.PyArray_DATA(arr)
+        for i in range(n):
+            if not _raw_ok(src[i]):
+                _bad_raw(int(src[i]), i)
+            c._set(i, src[i], vtl)
+        return c
+    if isinstance(fields, (str, bytes)):
+        raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array")
+    try:
+        seq = fields if isinstance(fields, (list, tuple)) else list(fields)
+    except TypeError:
+        raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array") from None
+    n = len(seq)
+    c._alloc(n)
+    for i in range(n):
+        f = seq[i]
+        if type(f) is VmcsField or (PyLong_Check(f) and not isinstance(f, bool)):
+            if 0 <= f <= 0x7FFF:
+                raw = PyLong_AsUnsignedLongLong(f)
+                if _raw_ok(raw):
+                    c._set(i, <uint32_t>raw, vtl)
+                    continue
+        elif isinstance(f, np.integer) and 0 <= f <= 0x7FFF and _raw_ok(int(f)):
+            c._set(i, <uint32_t>int(f), vtl)
+            continue
+        _bad_raw(f, i)
+    return c
+
+
+cdef _Codes _codes_mixed(tuple raws, tuple vtls):
+    cdef _Codes c = _Codes.__new__(_Codes)
+    cdef Py_ssize_t i
+    c._alloc(len(raws))
+    for i in range(len(raws)):
+        c._set(i, raws[i], vtls[i])
+    return c
+
+
+cdef tuple _raw_tuple(object fields):
+    return _codes_for(fields, 0).raw_tuple()
 
 
 # ---- running a batch under the runner's rules --------------------------------
@@ -427,19 +453,22 @@ def read_vmcs_batch(TdxRunner runner not None, vtl, fields, out=None):
     tdcall. A failing status raises :class:`BatchError` (``out`` holds the
     values read before the failing field)."""
     cdef batch b
-    cdef uint64_t[::1] mv
+    cdef cnp.npy_intp n
     runner._enter()
     cdef int v = _vtl_of(vtl)
     cdef _Codes c = _codes_for(fields, v)
+    n = c.n
     if out is None:
-        res = np.empty(c.n, dtype=np.uint64)
+        res = cnp.PyArray_EMPTY(1, &n, cnp.NPY_UINT64, 0)
     else:
-        if not isinstance(out, np.ndarray) or out.dtype != np.uint64 or out.ndim != 1:
+        if (not isinstance(out, np.ndarray) or cnp.PyArray_TYPE(out) != cnp.NPY_UINT64
+                or cnp.PyArray_NDIM(out) != 1):
             raise TypeError("out must be a 1-d uint64 array")
-        if out.shape[0] != c.n:
+        if not cnp.PyArray_ISCARRAY(out):
+            raise ValueError("out must be C-contiguous and writable")
+        if cnp.PyArray_DIM(out, 0) != n:
             raise ValueError(f"out has {out.shape[0]} entries for {c.n} fields")
         res = out
-    mv = res
     if c.n == 0:
         return res
     memset(&b, 0, sizeof(batch))
@@ -447,7 +476,7 @@ def read_vmcs_batch(TdxRunner runner not None, vtl, fields, out=None):
     b.n = c.n
     b.codes = c.codes
     b.widths = c.widths
-    b.out = &mv[0]
+    b.out = <uint64_t *>cnp.PyArray_DATA(res)
     if _run_batch(runner, &b, _release_for(runner.hcl, c.n)) != OUT_OK:
         raise _batch_failure(runner, &b, c, res[:b.index].copy(), "VP.RD")
     return res
@@ -501,7 +530,7 @@ def _poll_dtype(tuple raws):
 
 def poll_dtype(fields):
     """The structured dtype :func:`poll_vmcs` returns for ``fields``."""
-    return _poll_dtype(tuple(int(r) for r in _raw_fields(fields)))
+    return _poll_dtype(_raw_tuple(fields))
 
 
 cdef struct poll_state:
@@ -604,7 +633,7 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
     interval = _checked_count(interval_ns, "interval_ns")
     if progress is not None and not callable(progress):
         raise TypeError("progress must be callable")
-    dt = _poll_dtype(tuple(int(r) for r in c.raws))
+    dt = _poll_dtype(c.raw_tuple())
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != dt or out.ndim != 1:
             raise TypeError(f"out must be a 1-d array of dtype {dt}")
@@ -715,9 +744,9 @@ cdef object _vmcs_key(object vmcs):
         for vtl, fl in vmcs.items():
             v = _vtl_of(vtl)
             per[v] = _readable_catalogue() if isinstance(fl, str) and fl == "all" else \
-                tuple(int(r) for r in _raw_fields(fl))
+                _raw_tuple(fl)
         return tuple(per)
-    raws = tuple(int(r) for r in _raw_fields(vmcs))
+    raws = _raw_tuple(vmcs)
     return (raws, raws)
 
 
@@ -773,7 +802,7 @@ def _spec(bint context, bint apic, bint priv, object vmcs0, object vmcs1, bint t
             add(f"vmcs_vtl{v}", np.dtype(sub) if sub else np.dtype({"names": [], "formats": [], "itemsize": 0}))
             raws.extend(fl)
             vtls.extend([v] * len(fl))
-    s.codes = _make_codes(np.array(raws, dtype=np.uint32), np.array(vtls, dtype=np.uint8))
+    s.codes = _codes_mixed(tuple(raws), tuple(vtls))
     s.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": off})
     s.key = (context, apic, priv, vmcs0, vmcs1, tsc)
     return s
@@ -848,8 +877,7 @@ def snapshot(TdxRunner runner not None, *, context=True, apic=True, private_regs
     runner._enter()
     cdef _SnapSpec s = _spec_for(runner, context, apic, private_regs, vmcs)
     rec = np.zeros((), dtype=s.dtype)
-    cdef unsigned char[::1] mv = rec.reshape(1).view(np.uint8)
-    _fill(runner, s, <char *>&mv[0])
+    _fill(runner, s, <char *>cnp.PyArray_DATA(rec))
     return rec
 
 
@@ -935,8 +963,7 @@ def recorder(TdxRunner runner not None, capacity, **snapshot_kwargs):
                        snapshot_kwargs.get("private_regs", True),
                        snapshot_kwargs.get("vmcs"))
     r._buf = np.zeros(cap, dtype=r.spec.dtype)
-    cdef unsigned char[::1] mv = r._buf.view(np.uint8)
-    r._base = <char *>&mv[0]
+    r._base = <char *>cnp.PyArray_DATA(r._buf)
     r._cap = cap
     r._itemsize = r.spec.dtype.itemsize
     return r

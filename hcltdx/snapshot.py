@@ -121,6 +121,7 @@ def _record(x: Any) -> np.ndarray:
 def _leaves(prefix: str, a: np.ndarray, b: np.ndarray) -> Iterator[Change]:
     dt = a.dtype
     if a.shape:
+        idxs: Iterator[tuple[Any, ...]]
         if dt.names:
             idxs = (i for i in np.ndindex(a.shape) if a[i].tobytes() != b[i].tobytes())
         else:
@@ -146,8 +147,8 @@ def diff(a: Any, b: Any) -> list[Change]:
     ra, rb = _record(a), _record(b)
     if ra.dtype != rb.dtype:
         raise ValueError("diff needs two records of the same snapshot configuration")
-    out = []
-    for name in ra.dtype.names:
+    out: list[Change] = []
+    for name in ra.dtype.names or ():
         if name == "t_ns":
             continue
         x, y = ra[name], rb[name]
@@ -201,7 +202,7 @@ def describe(record: Any) -> list[str]:
     from hcltdx.tdx import TdCallResultCode, TdxGp
 
     r = _record(record)
-    names = r.dtype.names
+    names = r.dtype.names or ()
     lines = [f"snapshot at t={int(r['t_ns'])} ns"]
     if "context" in names:
         c = r["context"]
@@ -224,7 +225,7 @@ def describe(record: Any) -> list[str]:
             lines.append(f"l2 tsc deadline={int(c['l2_tsc_deadline']['deadline']):#x}")
     if "private_regs" in names:
         p = r["private_regs"]
-        lines.append("private: " + " ".join(f"{k}={int(p[k]):#x}" for k in p.dtype.names if k != "pad"))
+        lines.append("private: " + " ".join(f"{k}={int(p[k]):#x}" for k in (p.dtype.names or ()) if k != "pad"))
     for vtl in (0, 1):
         key = f"apic_vtl{vtl}"
         if key in names:
@@ -240,7 +241,7 @@ def describe(record: Any) -> list[str]:
         if key in names and r[key].dtype.names:
             lines.append(f"VMCS VTL{vtl}:")
             v = r[key]
-            for field in v.dtype.names:
+            for field in v.dtype.names or ():
                 value = int(v[field])
                 extra = ""
                 if field.endswith("_AR"):

@@ -1,0 +1,114 @@
+from os import PathLike
+from typing import Any, Callable, Iterable, Mapping, Sequence, SupportsIndex
+
+import numpy as np
+import numpy.typing as npt
+
+from hcltdx._core import Hcl, TdxRunner
+from hcltdx.errors import HclError, VmcsAccessError
+
+_Fields = Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]
+_Vmcs = None | str | _Fields | Mapping[SupportsIndex, _Fields | str]
+
+PRIVATE_REGS_DTYPE: np.dtype[np.void]
+
+class BatchError(VmcsAccessError):
+    index: int
+    values: npt.NDArray[np.uint64]
+    total: int | None
+    samples: npt.NDArray[np.void]  # poll_vmcs only
+
+class PollInterrupted(KeyboardInterrupt):
+    samples: npt.NDArray[np.void]
+    taken: int
+    def __init__(self, samples: npt.NDArray[np.void], taken: int) -> None: ...
+
+class RecorderFull(HclError): ...
+
+class ReplayDivergence(HclError, OSError):
+    position: int
+    expected: np.void | None
+    got: dict[str, Any] | None
+
+class Recorder:
+    def take(self) -> int: ...
+    @property
+    def records(self) -> npt.NDArray[np.void]: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def dtype(self) -> np.dtype[np.void]: ...
+    @property
+    def full(self) -> bool: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+
+class ReplayState:
+    @property
+    def calls(self) -> npt.NDArray[np.void]: ...
+    @property
+    def vp_count(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def remaining(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def strict(self) -> bool: ...
+    @property
+    def diverged(self) -> bool: ...
+    @property
+    def expected(self) -> np.void | None: ...
+    @property
+    def got(self) -> dict[str, Any] | None: ...
+    def check(self) -> None: ...
+    def assert_complete(self) -> None: ...
+    def rewind(self) -> None: ...
+
+def field_label(raw: SupportsIndex) -> str: ...
+def poll_dtype(fields: _Fields) -> np.dtype[np.void]: ...
+def snapshot_dtype(
+    *,
+    context: bool = True,
+    apic: bool = True,
+    private_regs: bool = True,
+    vmcs: _Vmcs = None,
+    tsc_deadline_layout: bool = False,
+) -> np.dtype[np.void]: ...
+def read_vmcs_batch(
+    runner: TdxRunner, vtl: SupportsIndex, fields: _Fields, out: npt.NDArray[np.uint64] | None = None
+) -> npt.NDArray[np.uint64]: ...
+def write_vmcs_batch(
+    runner: TdxRunner,
+    vtl: SupportsIndex,
+    fields: _Fields,
+    masks: Iterable[SupportsIndex] | npt.NDArray[np.integer[Any]],
+    values: Iterable[SupportsIndex] | npt.NDArray[np.integer[Any]],
+) -> npt.NDArray[np.uint64]: ...
+def poll_vmcs(
+    runner: TdxRunner,
+    vtl: SupportsIndex,
+    fields: _Fields,
+    samples: SupportsIndex,
+    interval_ns: SupportsIndex = 0,
+    out: npt.NDArray[np.void] | None = None,
+    *,
+    progress: Callable[[int, int], object] | None = None,
+    changes_only: bool = False,
+) -> npt.NDArray[np.void]: ...
+def snapshot(
+    runner: TdxRunner, *, context: bool = True, apic: bool = True, private_regs: bool = True, vmcs: _Vmcs = None
+) -> npt.NDArray[np.void]: ...
+def recorder(runner: TdxRunner, capacity: SupportsIndex, **snapshot_kwargs: Any) -> Recorder: ...
+def replay(
+    source: Any,
+    *,
+    strict: bool = True,
+    vp_count: SupportsIndex | None = None,
+    tsc_deadline_layout: bool | None = None,
+) -> Hcl: ...

@@ -32,13 +32,13 @@ else:
 SIM_SOURCES = sorted(glob.glob("csrc/sim/*.c"))
 
 
-def ext(name, sources, **kw):
+def ext(name, sources, lto=False, **kw):
     return Extension(
         name,
         sources,
         include_dirs=include_dirs,
         define_macros=define_macros,
-        extra_compile_args=extra_compile_args,
+        extra_compile_args=extra_compile_args + (["-flto=auto", "-fno-semantic-interposition"] if lto else []),
         depends=glob.glob("include/hcltdx/*") + glob.glob("hcltdx/**/*.pxd", recursive=True),
         **kw,
     )
@@ -46,7 +46,12 @@ def ext(name, sources, **kw):
 
 extensions = [
     ext("hcltdx._cabi", ["hcltdx/_cabi.pyx", "csrc/abi_probe.c", "csrc/sim/vmcs_catalogue.c"]),
-    ext("hcltdx._sim", ["hcltdx/_sim.pyx", *SIM_SOURCES], libraries=["pthread"]),
+    # The model's call chain crosses its C files; link-time optimisation (and
+    # no semantic interposition, so exported functions can be inlined inside
+    # the shared object) lets the compiler flatten it.
+    ext("hcltdx._sim", ["hcltdx/_sim.pyx", *SIM_SOURCES], libraries=["pthread"],
+        extra_link_args=[] if DEBUG else ["-flto=auto", "-O2", "-fno-semantic-interposition"],
+        lto=not DEBUG),
     ext("hcltdx._core", ["hcltdx/_core.pyx"]),
     ext("hcltdx._simdev", ["hcltdx/_simdev.pyx"]),
     ext("hcltdx._poll", ["hcltdx/_poll.pyx"]),

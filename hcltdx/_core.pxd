@@ -1,3 +1,5 @@
+cimport cython
+
 # The Cython core: the device handle, the runner and the tdcall transport.
 # Other extensions (polling, tracing) cimport these types.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
@@ -20,6 +22,7 @@ cdef struct trace_ring:
     uint64_t head      # total calls recorded (next slot = head % capacity)
 
 
+@cython.final
 cdef class Hcl:
     cdef const hcltdx_backend_ops *ops
     cdef void *ctx
@@ -42,6 +45,7 @@ cdef class Hcl:
     cdef uint32_t _vp_index(self, object vp) except? 0xFFFFFFFF
 
 
+@cython.final
 cdef class _Page:
     cdef void *addr
     cdef Py_ssize_t exports
@@ -55,6 +59,7 @@ cdef class _Page:
     cdef int _unmap(self) except -1
 
 
+@cython.final
 cdef class TdxRunner:
     cdef readonly Hcl hcl
     cdef readonly uint32_t vp
@@ -70,8 +75,8 @@ cdef class TdxRunner:
 
     @staticmethod
     cdef TdxRunner _create(Hcl hcl, uint32_t vp, object vtl1_apic_page)
-    cdef int _enter(self) except -1
-    cdef int _issue(self, mshv_tdcall *io) except -1
+    cdef inline int _enter(self) except -1
+    cdef inline int _issue(self, mshv_tdcall *io) except -1
     cdef int _mapped(self) except -1
     cdef uint64_t _vp_rd(self, uint64_t code, object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
     cdef uint64_t _vp_wr(self, uint64_t code, uint64_t value, uint64_t mask,

@@ -95,6 +95,7 @@ struct hcltdx_sim {
 
 /* csrc/sim/vmcs_catalogue.c */
 int hcltdx_vmcs_field_index(uint32_t encoding); /* -1: not in the catalogue */
+int hcltdx_vmcs_next_readable(size_t i);    /* -1: no readable field after i */
 uint64_t hcltdx_vmcs_width_mask(uint32_t encoding);
 
 /* csrc/sim/sim_leaves.c */

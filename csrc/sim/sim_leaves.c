@@ -166,12 +166,11 @@ static uint64_t next_field_id(const struct field_ref *f)
 {
     switch (f->kind) {
     case FK_VMCS: {
-        const hcltdx_vmcs_field_desc *d;
-        uint32_t i = f->index + 1u;
-        while ((d = hcltdx_vmcs_field_at(i)) && d->read_mask == 0)
-            i++; /* enumeration lists readable fields only */
-        if (!d)
+        /* enumeration lists readable fields only */
+        int i = hcltdx_vmcs_next_readable(f->index);
+        if (i < 0)
             return ~0ull;
+        const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at((size_t)i);
         return make_id(f->vm ? CLASS_VMCS_2 : CLASS_VMCS_1, field_size_of(d->encoding),
                        d->encoding, 0);
     }

@@ -1,5 +1,4 @@
 /* The VMCS field catalogue as a sorted-by-declaration table with masks. */
-#include <pthread.h>
 #include <string.h>
 
 #include "hcltdx/sim.h"
@@ -29,13 +28,22 @@ _Static_assert(sizeof(catalogue) / sizeof(catalogue[0]) < SIM_MAX_FIELDS,
  * access type), so a byte per even encoding finds a field in O(1). */
 #define INDEX_SLOTS 0x4000u
 static uint8_t index_of[INDEX_SLOTS];
-static pthread_once_t index_once = PTHREAD_ONCE_INIT;
-
-static void build_index(void)
+/* For each catalogue index, the next index whose field is readable (the
+ * enumeration VP.RD returns in RDX), or the catalogue size. */
+static uint8_t next_readable[sizeof(catalogue) / sizeof(catalogue[0])];
+/* Built when the library loads: the lookup sits on every VP.RD/WR. */
+__attribute__((constructor)) static void build_index(void)
 {
+    size_t n = sizeof(catalogue) / sizeof(catalogue[0]);
     memset(index_of, 0xFF, sizeof(index_of));
-    for (size_t i = 0; i < sizeof(catalogue) / sizeof(catalogue[0]); i++)
+    for (size_t i = 0; i < n; i++)
         index_of[catalogue[i].encoding >> 1] = (uint8_t)i;
+    uint8_t next = (uint8_t)n;
+    for (size_t i = n; i-- > 0;) {
+        next_readable[i] = next;
+        if (catalogue[i].read_mask)
+            next = (uint8_t)i;
+    }
 }
 
 size_t hcltdx_vmcs_field_count(void)
@@ -52,9 +60,14 @@ int hcltdx_vmcs_field_index(uint32_t encoding)
 {
     if (encoding & 1u || encoding >= 2u * INDEX_SLOTS)
         return -1;
-    pthread_once(&index_once, build_index);
     uint8_t i = index_of[encoding >> 1];
     return i == 0xFF ? -1 : (int)i;
+}
+
+int hcltdx_vmcs_next_readable(size_t i)
+{
+    size_t n = sizeof(catalogue) / sizeof(catalogue[0]);
+    return i < n && next_readable[i] < n ? (int)next_readable[i] : -1;
 }
 
 const hcltdx_vmcs_field_desc *hcltdx_vmcs_field_find(uint32_t encoding)

@@ -28,6 +28,6 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError(f"hcltdx's simulator extension failed to load: {exc}") from exc
 
-from hcltdx import demo  # noqa: E402,F401
+from hcltdx import demo, snapshot, trace  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -4,6 +4,8 @@ cimport cython
 # Other extensions (polling, tracing) cimport these types.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
 from hcltdx.includes.abi cimport mshv_tdcall, hcl_run, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 
@@ -20,6 +22,56 @@ cdef struct trace_ring:
     trace_entry *entries
     uint64_t capacity
     uint64_t head      # total calls recorded (next slot = head % capacity)
+
+
+# ---- the transport: every tdcall of every extension goes through here ----
+
+cdef inline uint64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
+
+
+cdef inline int transport(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
+                          uint32_t vp, mshv_tdcall *io) noexcept nogil:
+    """One tdcall through the backend table; recorded when a trace ring is on
+    (off, it costs one NULL test)."""
+    cdef trace_entry *e
+    if t == NULL:
+        return ops.tdcall(ctx, vp, io)
+    e = &t.entries[t.head % t.capacity]
+    e.ts_ns = now_ns()
+    e.vp = vp
+    e.ins = io[0]
+    e.err = ops.tdcall(ctx, vp, io)
+    e.outs = io[0]
+    t.head += 1
+    return e.err
+
+
+cdef inline void io_init(mshv_tdcall *io, uint64_t leaf, uint64_t rcx, uint64_t rdx,
+                         uint64_t r8, uint64_t r9) noexcept nogil:
+    io.rax = leaf
+    io.rcx = rcx
+    io.rdx = rdx
+    io.r8 = r8
+    io.r9 = r9
+    io.r10_out = 0
+    io.r11_out = 0
+
+
+cdef inline uint64_t vmcs_code(uint32_t raw, int vtl) noexcept nogil:
+    """TDG.VP.RD/WR field code of a VMCS encoding (docs/tdx-abi.md 7.4)."""
+    cdef uint32_t width = (raw >> 13) & 3
+    cdef uint64_t size
+    if width == 0:
+        size = 1
+    elif width == 2:
+        size = 2
+    else:
+        size = 3
+    return (<uint64_t>raw | (size << 32) | (<uint64_t>2 << 52)
+            | (<uint64_t>(44 if vtl else 36) << 56))
 
 
 @cython.final

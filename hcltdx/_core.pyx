@@ -12,13 +12,12 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EINTR, EINVAL, ENXIO, ENOMEM
+from libc.errno cimport errno, EINTR, EINVAL, ENXIO, ENOMEM, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
 from posix.mman cimport (mmap, munmap, mlock, munlock, MAP_FAILED, PROT_READ,
                          PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS)
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from hcltdx.includes.abi cimport (
     mshv_tdcall, hcl_run, tdx_vp_context, hcl_run_tdx, MSHV_VTL_TDCALL,
@@ -36,7 +35,8 @@ import numpy as np
 from hcltdx import abi as _abi
 from hcltdx.errors import (
     AcceptPagesAttributes, AcceptPagesBusy, AcceptPagesInvalid, AcceptPagesUnknown,
-    HclError, PageAlreadyAcceptedError, PageAttributesVerifyError, SetPageAttributesError,
+    HclError, PageAlreadyAcceptedError, PageAttributesVerifyError, ReplayDivergence,
+    SetPageAttributesError,
     TdCallError, TdcallOutput, VmcsAccessError)
 from hcltdx.memory_range import MemoryRange
 from hcltdx.protocol import GuestVtl, TdxVpStateFlags
@@ -100,19 +100,6 @@ cdef object _VTL1 = GuestVtl.VTL1
 cdef object _VmcsFieldType = VmcsField
 
 # ---- field codes (section 7.4), kept in C for the hot path --------------
-
-cdef inline uint64_t vmcs_code(uint32_t raw, int vtl) noexcept nogil:
-    cdef uint32_t width = (raw >> 13) & 3
-    cdef uint64_t size
-    if width == 0:
-        size = 1
-    elif width == 2:
-        size = 2
-    else:
-        size = 3
-    return (<uint64_t>raw | (size << 32) | (<uint64_t>2 << 52)
-            | (<uint64_t>(44 if vtl else 36) << 56))
-
 
 cdef inline uint64_t msr_bitmap_code(uint32_t index, int vtl) noexcept nogil:
     return (<uint64_t>index | (<uint64_t>3 << 32) | (<uint64_t>2 << 52)
@@ -220,47 +207,18 @@ _device_ops.vtl1_apic_page = NULL
 
 # ---- the transport: one place every tdcall goes through --------------------
 
-cdef inline uint64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
-
-
-cdef int _transport_traced(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
-                           uint32_t vp, mshv_tdcall *io) noexcept nogil:
-    cdef trace_entry *e = &t.entries[t.head % t.capacity]
-    e.ts_ns = _now_ns()
-    e.vp = vp
-    e.ins = io[0]
-    e.err = ops.tdcall(ctx, vp, io)
-    e.outs = io[0]
-    t.head += 1
-    return e.err
-
-
-cdef inline int _transport(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
-                           uint32_t vp, mshv_tdcall *io) noexcept nogil:
-    if t == NULL:
-        return ops.tdcall(ctx, vp, io)
-    return _transport_traced(ops, ctx, t, vp, io)
-
-
-cdef inline void _io_init(mshv_tdcall *io, uint64_t leaf, uint64_t rcx, uint64_t rdx,
-                          uint64_t r8, uint64_t r9) noexcept nogil:
-    io.rax = leaf
-    io.rcx = rcx
-    io.rdx = rdx
-    io.r8 = r8
-    io.r9 = r9
-    io.r10_out = 0
-    io.r11_out = 0
-
-
 cdef inline uint32_t _code(uint64_t rax) noexcept nogil:
     return <uint32_t>(rax >> 32)
 
 
 cdef object _oserror(int err, Hcl hcl, uint32_t vp, uint64_t leaf):
+    if err == EPROTO and hcl.backend == "replay":
+        # A replay backend answers EPROTO when the call is not the recorded
+        # one; its state knows which call diverged and how.
+        try:
+            hcl.sim.check()
+        except ReplayDivergence as e:
+            return e
     name = TdCallLeaf(leaf).name or f"leaf {leaf:#x}"
     where = hcl.path if hcl.path is not None else hcl.backend
     return OSError(err, f"MSHV_VTL_TDCALL ({name}, vp {vp}) failed on {where}: {os.strerror(err)}")
@@ -613,14 +571,14 @@ cdef class Hcl:
         if ops == NULL:
             raise ValueError("operation on a closed Hcl")
         if not ops.may_block:
-            err = _transport(ops, self.ctx, self.tring, vp, io)
+            err = transport(ops, self.ctx, self.tring, vp, io)
         else:
             saved = io[0]
             self.inflight += 1
             try:
                 while True:
                     with nogil:
-                        err = _transport(ops, self.ctx, self.tring, vp, io)
+                        err = transport(ops, self.ctx, self.tring, vp, io)
                     if err != EINTR:
                         break
                     io[0] = saved
@@ -656,7 +614,7 @@ cdef class Hcl:
                         ("r14", r14), ("r15", r15)):
             if _u64(v, name) != 0:
                 raise ValueError(f"{name} must be 0: the kernel enters the TDX module with R10-R15 = 0")
-        _io_init(&io, cleaf, _u64(rcx, "rcx"), _u64(rdx, "rdx"), _u64(r8, "r8"), _u64(r9, "r9"))
+        io_init(&io, cleaf, _u64(rcx, "rcx"), _u64(rdx, "rdx"), _u64(r8, "r8"), _u64(r9, "r9"))
         if self.fd >= 0 and not _pinned_to(cvp):
             _pin(cvp, &saved)
             repin = True
@@ -815,7 +773,7 @@ cdef int _call_retrying(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
     cdef mshv_tdcall saved = io[0]
     cdef int err
     while True:
-        err = _transport(ops, ctx, t, 0, io)
+        err = transport(ops, ctx, t, 0, io)
         if err != EINTR:
             return err
         signalled[0] = True
@@ -826,7 +784,7 @@ cdef int _set_page_attr(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
                         uint64_t mapping, page_op *st, bint *signalled) noexcept nogil:
     """ATTR.WR plus the optional read-back (section 7.11). Returns OUT_*."""
     cdef mshv_tdcall io
-    _io_init(&io, LEAF_MEM_PAGE_ATTR_WR, mapping, st.attrs, st.mask, 0)
+    io_init(&io, LEAF_MEM_PAGE_ATTR_WR, mapping, st.attrs, st.mask, 0)
     st.err = _call_retrying(ops, ctx, t, &io, signalled)
     if st.err:
         st.leaf = LEAF_MEM_PAGE_ATTR_WR
@@ -836,7 +794,7 @@ cdef int _set_page_attr(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
         st.leaf = LEAF_MEM_PAGE_ATTR_WR
         return OUT_ATTRS
     if st.verify:
-        _io_init(&io, LEAF_MEM_PAGE_ATTR_RD, mapping & GPA_PAGE_MASK, 0, 0, 0)
+        io_init(&io, LEAF_MEM_PAGE_ATTR_RD, mapping & GPA_PAGE_MASK, 0, 0, 0)
         st.err = _call_retrying(ops, ctx, t, &io, signalled)
         if st.err:
             st.leaf = LEAF_MEM_PAGE_ATTR_RD
@@ -862,7 +820,7 @@ cdef int _accept_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
         st.gpa = st.start
         if st.start % LARGE_PAGE == 0 and st.end - st.start >= LARGE_PAGE:
             st.level = 1
-            _io_init(&io, LEAF_MEM_PAGE_ACCEPT, st.start | 1, 0, 0, 0)
+            io_init(&io, LEAF_MEM_PAGE_ACCEPT, st.start | 1, 0, 0, 0)
             st.err = _call_retrying(ops, ctx, t, &io, &signalled)
             if st.err:
                 st.leaf = LEAF_MEM_PAGE_ACCEPT
@@ -886,7 +844,7 @@ cdef int _accept_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
             if code != CODE_PAGE_SIZE_MISMATCH:
                 return OUT_UNKNOWN
         st.level = 0
-        _io_init(&io, LEAF_MEM_PAGE_ACCEPT, st.start, 0, 0, 0)
+        io_init(&io, LEAF_MEM_PAGE_ACCEPT, st.start, 0, 0, 0)
         st.err = _call_retrying(ops, ctx, t, &io, &signalled)
         if st.err:
             st.leaf = LEAF_MEM_PAGE_ACCEPT
@@ -1254,7 +1212,7 @@ cdef class TdxRunner:
         if not hcl.ops.may_block:
             # In-process backends: straight to the table, no GIL release
             # (cheaper than the release itself).
-            err = _transport(hcl.ops, hcl.ctx, hcl.tring, self.vp, io)
+            err = transport(hcl.ops, hcl.ctx, hcl.tring, self.vp, io)
             if err:
                 raise _oserror(err, hcl, self.vp, io.rax)
             return 0
@@ -1267,7 +1225,7 @@ cdef class TdxRunner:
 
     cdef uint64_t _vp_rd(self, uint64_t code, object field, int vtl) except? 0xFFFFFFFFFFFFFFFF:
         cdef mshv_tdcall io
-        _io_init(&io, LEAF_VP_RD, 0, code, 0, 0)
+        io_init(&io, LEAF_VP_RD, 0, code, 0, 0)
         self._issue(&io)
         if _code(io.rax) != 0:
             raise VmcsAccessError(io.rax, LEAF_VP_RD, vp=self.vp, field=field, vtl=vtl)
@@ -1276,7 +1234,7 @@ cdef class TdxRunner:
     cdef uint64_t _vp_wr(self, uint64_t code, uint64_t value, uint64_t mask,
                          object field, int vtl) except? 0xFFFFFFFFFFFFFFFF:
         cdef mshv_tdcall io
-        _io_init(&io, LEAF_VP_WR, 0, code, value, mask)
+        io_init(&io, LEAF_VP_WR, 0, code, value, mask)
         self._issue(&io)
         if _code(io.rax) != 0:
             raise VmcsAccessError(io.rax, LEAF_VP_WR, vp=self.vp, field=field, vtl=vtl)
@@ -1378,7 +1336,7 @@ cdef class TdxRunner:
         cdef int v = _vtl_of(vtl)
         cdef uint64_t val = _u64(value, "value")
         cdef mshv_tdcall io
-        _io_init(&io, LEAF_VP_WR, 0, FIELD_CODE_L2_CTLS_VM2 if v else FIELD_CODE_L2_CTLS_VM1,
+        io_init(&io, LEAF_VP_WR, 0, FIELD_CODE_L2_CTLS_VM2 if v else FIELD_CODE_L2_CTLS_VM1,
                  val, ALL_ONES)
         self._issue(&io)
         if _code(io.rax) != 0:
@@ -1390,7 +1348,7 @@ cdef class TdxRunner:
         (``gla_flags``: TdGlaVmAndFlags, ``gla_info``: TdxGlaListInfo or a GLA)."""
         self._enter()
         cdef mshv_tdcall io
-        _io_init(&io, LEAF_VP_INVGLA, _u64(gla_flags, "gla_flags"), _u64(gla_info, "gla_info"), 0, 0)
+        io_init(&io, LEAF_VP_INVGLA, _u64(gla_flags, "gla_flags"), _u64(gla_info, "gla_info"), 0, 0)
         self._issue(&io)
         if _code(io.rax) != 0:
             raise TdCallError(io.rax, LEAF_VP_INVGLA, vp=self.vp, what="invgla")

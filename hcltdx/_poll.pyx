@@ -21,7 +21,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from hcltdx.includes.abi cimport mshv_tdcall, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 cimport numpy as cnp
-from hcltdx._core cimport Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops
+from hcltdx._core cimport (Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops,
+                          io_init, now_ns, transport, vmcs_code)
 
 import functools
 import operator
@@ -30,7 +31,8 @@ import os
 import numpy as np
 
 from hcltdx import abi as _abi
-from hcltdx.errors import HclError, VmcsAccessError
+from hcltdx.errors import (BatchError, HclError, PollInterrupted, RecorderFull, ReplayDivergence,
+                           VmcsAccessError)
 from hcltdx.tdx import TdCallLeaf
 from hcltdx.vmx import VmcsField
 
@@ -88,94 +90,6 @@ cdef uint32_t VIRTUAL_APIC_PAGE_ENCODING = 0x2012
 cdef Py_ssize_t CONTEXT_SIZE = 1024
 
 
-class BatchError(VmcsAccessError):
-    """A VP.RD/VP.WR of a batch failed part-way. ``index`` is the position of
-    the failing field in the batch, ``field`` the field, ``values`` the values
-    read (or, for a write, the previous values) of the fields before it. For
-    a write, the fields before ``index`` were written."""
-
-    def __init__(self, result, leaf, *, index, values, vp=None, field=None, vtl=None,
-                 total=None, what=None):
-        self.index = index
-        self.values = values
-        self.total = total
-        super().__init__(result, leaf, vp=vp, field=field, vtl=vtl, what=what)
-
-    def _message(self):
-        of = f" of {self.total}" if self.total is not None else ""
-        return f"{super()._message()} at batch index {self.index}{of}"
-
-
-class PollInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or another KeyboardInterrupt from a signal handler) stopped
-    :func:`poll_vmcs`. ``samples`` holds the rows recorded before it,
-    ``taken`` the number of samples taken."""
-
-    def __init__(self, samples, taken):
-        self.samples = samples
-        self.taken = taken
-        super().__init__(f"poll interrupted after {taken} samples ({len(samples)} rows kept)")
-
-
-class RecorderFull(HclError):
-    """:meth:`Recorder.take` was called with every slot filled."""
-
-
-class ReplayDivergence(HclError, OSError):
-    """A replayed Hcl received a call the recording does not have at that
-    position (or more calls than were recorded). An ``OSError`` with errno
-    ``EPROTO``; ``position`` is the index of the recorded call expected,
-    ``expected`` that record (None past the end), ``got`` the call made."""
-
-    def __init__(self, position, expected, got, message):
-        OSError.__init__(self, EPROTO, message)
-        self.position = position
-        self.expected = expected
-        self.got = got
-
-    def __str__(self):
-        return self.strerror
-
-
-# ---- the transport (same contract as the core's: traced when a ring is on) ----
-
-cdef inline uint64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
-
-
-cdef inline int _transport(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
-                           uint32_t vp, mshv_tdcall *io) noexcept nogil:
-    cdef trace_entry *e
-    if t == NULL:
-        return ops.tdcall(ctx, vp, io)
-    e = &t.entries[t.head % t.capacity]
-    e.ts_ns = _now_ns()
-    e.vp = vp
-    e.ins = io[0]
-    e.err = ops.tdcall(ctx, vp, io)
-    e.outs = io[0]
-    t.head += 1
-    return e.err
-
-
-cdef inline void _io_init(mshv_tdcall *io, uint64_t leaf, uint64_t rdx, uint64_t r8,
-                          uint64_t r9) noexcept nogil:
-    io.rax = leaf
-    io.rcx = 0
-    io.rdx = rdx
-    io.r8 = r8
-    io.r9 = r9
-    io.r10_out = 0
-    io.r11_out = 0
-
-
-cdef inline uint64_t vmcs_code(uint32_t raw, int vtl) noexcept nogil:
-    cdef uint32_t width = (raw >> 13) & 3
-    cdef uint64_t size = 1 if width == 0 else (2 if width == 2 else 3)
-    return (<uint64_t>raw | (size << 32) | (<uint64_t>2 << 52)
-            | (<uint64_t>(44 if vtl else 36) << 56))
 
 
 cdef inline uint64_t width_mask(uint32_t raw) noexcept nogil:
@@ -216,12 +130,12 @@ cdef int _batch_run(batch *b) noexcept nogil:
     while b.index < b.n:
         i = b.index
         if b.leaf == LEAF_VP_RD:
-            _io_init(&io, LEAF_VP_RD, b.codes[i], 0, 0)
+            io_init(&io, LEAF_VP_RD, 0, b.codes[i], 0, 0)
         else:
-            _io_init(&io, LEAF_VP_WR, b.codes[i], b.values[i], b.masks[i])
+            io_init(&io, LEAF_VP_WR, 0, b.codes[i], b.values[i], b.masks[i])
         saved = io
         while True:
-            err = _transport(b.ops, b.ctx, b.tring, b.vp, &io)
+            err = transport(b.ops, b.ctx, b.tring, b.vp, &io)
             if err != EINTR:
                 break
             b.signalled = True
@@ -549,7 +463,7 @@ cdef struct poll_state:
 cdef bint _wait_until(uint64_t deadline, uint64_t slice_end, bint *signalled) noexcept nogil:
     """Waits for ``deadline``, giving up at ``slice_end``; True once reached."""
     cdef uint64_t target = deadline if deadline < slice_end else slice_end
-    cdef uint64_t now = _now_ns()
+    cdef uint64_t now = now_ns()
     cdef timespec ts
     if now < target and target - now > SPIN_NS:
         ts.tv_sec = (target - SPIN_NS) // 1000000000
@@ -557,7 +471,7 @@ cdef bint _wait_until(uint64_t deadline, uint64_t slice_end, bint *signalled) no
         if clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR:
             signalled[0] = True
             return False
-    while _now_ns() < target:
+    while now_ns() < target:
         pass
     return target == deadline
 
@@ -572,7 +486,7 @@ cdef int _poll_run(poll_state *p, uint64_t slice_end) noexcept nogil:
         if p.interval:
             if not _wait_until(p.next_t, slice_end, &p.b.signalled):
                 return OUT_SLICE
-        now = _now_ns()
+        now = now_ns()
         row = p.rows + p.recorded * p.stride
         row[0] = now
         p.b.out = row + 1
@@ -659,7 +573,7 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
     p.samples = n_samples
     p.interval = interval
     p.changes_only = bool(changes_only)
-    p.next_t = _now_ns()
+    p.next_t = now_ns()
     last_progress = p.next_t
     runner.busy = True
     hcl.inflight += 1
@@ -670,7 +584,7 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
                 p.rows = &rows[0]
             p.capacity = buf.shape[0]
             with nogil:
-                rc = _poll_run(&p, _now_ns() + SLICE_NS)
+                rc = _poll_run(&p, now_ns() + SLICE_NS)
             if rc == OUT_OK:
                 break
             if rc == OUT_TDX or rc == OUT_ERRNO:
@@ -688,9 +602,9 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
             except KeyboardInterrupt as e:
                 kept = buf[:p.recorded] if out is not None else buf[:p.recorded].copy()
                 raise PollInterrupted(kept, p.taken) from e
-            if progress is not None and _now_ns() - last_progress >= PROGRESS_NS:
+            if progress is not None and now_ns() - last_progress >= PROGRESS_NS:
                 progress(p.taken, n_samples)
-                last_progress = _now_ns()
+                last_progress = now_ns()
     finally:
         hcl.inflight -= 1
         runner.busy = False
@@ -830,7 +744,7 @@ cdef int _fill(TdxRunner runner, _SnapSpec s, char *slot) except -1:
     cdef tdx_vp_context *c
     runner._mapped()
     c = runner.tdx
-    (<uint64_t *>(slot + s.off_t))[0] = _now_ns()
+    (<uint64_t *>(slot + s.off_t))[0] = now_ns()
     if s.off_context >= 0:
         memcpy(slot + s.off_context, c, CONTEXT_SIZE)
     if s.off_apic0 >= 0:

@@ -7,6 +7,7 @@ lost and the process keeps running.
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import Any, NamedTuple, Optional
 
 __all__ = [
@@ -21,6 +22,10 @@ __all__ = [
     "PageAlreadyAcceptedError",
     "SetPageAttributesError",
     "PageAttributesVerifyError",
+    "BatchError",
+    "PollInterrupted",
+    "RecorderFull",
+    "ReplayDivergence",
     "TdcallOutput",
 ]
 
@@ -168,3 +173,53 @@ class SetPageAttributesError(TdCallError):
 class PageAttributesVerifyError(HclError):
     """The read-back after ATTR.WR (``verify=True``) did not match what was
     written (the seed asserts this in debug builds)."""
+
+
+class BatchError(VmcsAccessError):
+    """A VP.RD/VP.WR of a batch failed part-way. ``index`` is the position of
+    the failing field in the batch, ``field`` the field, ``values`` the values
+    read (or, for a write, the previous values) of the fields before it. For
+    a write, the fields before ``index`` were written."""
+
+    def __init__(self, result: int, leaf: int, *, index: int, values: Any, vp: Optional[int] = None,
+                 field: Any = None, vtl: Optional[int] = None, total: Optional[int] = None,
+                 what: Optional[str] = None) -> None:
+        self.index = index
+        self.values = values
+        self.total = total
+        super().__init__(result, leaf, vp=vp, field=field, vtl=vtl, what=what)
+
+    def _message(self):
+        of = f" of {self.total}" if self.total is not None else ""
+        return f"{super()._message()} at batch index {self.index}{of}"
+
+
+class PollInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or another KeyboardInterrupt from a signal handler) stopped
+    :func:`poll_vmcs`. ``samples`` holds the rows recorded before it,
+    ``taken`` the number of samples taken."""
+
+    def __init__(self, samples, taken):
+        self.samples = samples
+        self.taken = taken
+        super().__init__(f"poll interrupted after {taken} samples ({len(samples)} rows kept)")
+
+
+class RecorderFull(HclError):
+    """:meth:`Recorder.take` was called with every slot filled."""
+
+
+class ReplayDivergence(HclError, OSError):
+    """A replayed Hcl received a call the recording does not have at that
+    position (or more calls than were recorded). An ``OSError`` with errno
+    ``EPROTO``; ``position`` is the index of the recorded call expected,
+    ``expected`` that record (None past the end), ``got`` the call made."""
+
+    def __init__(self, position, expected, got, message):
+        OSError.__init__(self, _errno.EPROTO, message)
+        self.position = position
+        self.expected = expected
+        self.got = got
+
+    def __str__(self):
+        return self.strerror

@@ -160,9 +160,9 @@ def test_replay_detects_a_different_field(hcl, sim):
     rh = Hcl.replay(t)
     r = rh.runner(0)
     r.write_vmcs64(VTL0, F.VMX_VMCS_GUEST_CR3, ALL, 0x5000)
-    with pytest.raises(OSError) as ei:
+    with pytest.raises(ReplayDivergence, match="diverged at call 2") as ei:
         r.read_vmcs64(VTL0, F.VMX_VMCS_GUEST_CR0)   # the recording read CR3 here
-    assert ei.value.errno == errno.EPROTO
+    assert ei.value.errno == errno.EPROTO and ei.value.position == 2
     st = rh.sim
     assert st.diverged and st.position == 2
     assert int(st.expected["in_rdx"]) == 0x2420000300006802

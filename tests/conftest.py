@@ -85,3 +85,12 @@ def hcl(backend):
 @pytest.fixture
 def sim(backend):
     return backend.sim
+
+
+@pytest.fixture
+def runner(hcl):
+    """The runner of VP 0 on the backend under test."""
+    r = hcl.runner(0)
+    yield r
+    gc.collect()
+    r.close()

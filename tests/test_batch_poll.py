@@ -2,7 +2,6 @@
 one-by-one reads, the simulator's call log shows the same tdcalls, bad input
 is refused before any tdcall, Ctrl-C stops a long poll keeping its rows."""
 
-import gc
 import os
 import signal
 import threading
@@ -39,14 +38,6 @@ def one_by_one_read(runner, vtl, field):
 def log_inputs(sim):
     return [(int(e["vp"]), int(e["in_rax"]), int(e["in_rcx"]), int(e["in_rdx"]), int(e["in_r8"]),
              int(e["in_r9"])) for e in sim.call_log()]
-
-
-@pytest.fixture
-def runner(hcl):
-    r = hcl.runner(0)
-    yield r
-    gc.collect()
-    r.close()
 
 
 def seed_values(sim, vp=0):

@@ -4,7 +4,6 @@ codes and the definitions layer."""
 import subprocess
 import sys
 
-import pytest
 
 import hcltdx
 from hcltdx import GuestVtl, VmcsField

@@ -38,14 +38,6 @@ def calls(sim):
              int(e["in_r9"])) for e in sim.call_log()]
 
 
-@pytest.fixture
-def runner(hcl):
-    r = hcl.runner(0)
-    yield r
-    gc.collect()
-    r.close()
-
-
 # ---- runner creation (sections 2.6, 7.17, 8.5) -------------------------------------
 
 

@@ -6,7 +6,6 @@ import collections
 import os
 import threading
 
-import numpy as np
 import pytest
 
 import hcltdx

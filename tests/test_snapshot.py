@@ -20,14 +20,6 @@ FIELDS = [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_GUEST_RIP, F.VMX_VMCS_GUEST_CS_AR,
           F.VMX_VMCS_GUEST_ES_SELECTOR]
 
 
-@pytest.fixture
-def runner(hcl):
-    r = hcl.runner(0)
-    yield r
-    gc.collect()
-    r.close()
-
-
 def dirty(runner):
     """Put recognisable values in the run page, APIC pages and VMCS."""
     regs = TdxPrivateRegs(rflags=0x202, rip=0xFFF0, ssp=0x10, rvi=0x31, svi=0x20,

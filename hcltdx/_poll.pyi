@@ -5,30 +5,15 @@ import numpy as np
 import numpy.typing as npt
 
 from hcltdx._core import Hcl, TdxRunner
-from hcltdx.errors import HclError, VmcsAccessError
+from hcltdx.errors import BatchError as BatchError
+from hcltdx.errors import PollInterrupted as PollInterrupted
+from hcltdx.errors import RecorderFull as RecorderFull
+from hcltdx.errors import ReplayDivergence as ReplayDivergence
 
 _Fields = Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]
 _Vmcs = None | str | _Fields | Mapping[SupportsIndex, _Fields | str]
 
 PRIVATE_REGS_DTYPE: np.dtype[np.void]
-
-class BatchError(VmcsAccessError):
-    index: int
-    values: npt.NDArray[np.uint64]
-    total: int | None
-    samples: npt.NDArray[np.void]  # poll_vmcs only
-
-class PollInterrupted(KeyboardInterrupt):
-    samples: npt.NDArray[np.void]
-    taken: int
-    def __init__(self, samples: npt.NDArray[np.void], taken: int) -> None: ...
-
-class RecorderFull(HclError): ...
-
-class ReplayDivergence(HclError, OSError):
-    position: int
-    expected: np.void | None
-    got: dict[str, Any] | None
 
 class Recorder:
     def take(self) -> int: ...

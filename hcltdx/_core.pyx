@@ -555,6 +555,7 @@ cdef class Hcl:
 
     def __dealloc__(self):
         if self.fd >= 0:
+            warnings.warn(f"unclosed hcltdx.Hcl on {self.path!r}", ResourceWarning)
             close(self.fd)
             self.fd = -1
         if self.tring != NULL:

@@ -666,13 +666,12 @@ def test_open_without_permission(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_device_mmap_offsets_of_section_8_6(backend):
-    if backend.name != "device":
-        pytest.skip("mmap offsets matter only on a device")
+def test_device_mmap_offsets_of_section_8_6(simdev_mount):
     import mmap
     import os
 
-    hcl = backend.open()
+    simdev_mount.sim.reset()
+    hcl = hcltdx.Hcl.open(simdev_mount.path, vp_count=2)
     r = hcl.runner(1)
     r.tdx_enter_guest_gps()[0] = 0x5151
     fd = os.open(hcl.path, os.O_RDWR)
@@ -687,3 +686,11 @@ def test_device_mmap_offsets_of_section_8_6(backend):
     finally:
         os.close(fd)
     r.close()
+    hcl.close()
+
+
+def test_unclosed_device_warns(simdev_mount):
+    hcl = hcltdx.Hcl.open(simdev_mount.path, vp_count=2)
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        del hcl
+        gc.collect()

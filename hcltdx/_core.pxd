@@ -32,6 +32,17 @@ cdef inline uint64_t now_ns() noexcept nogil:
     return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
 
 
+cdef extern from *:
+    """
+    static inline uint64_t hcltdx_claim_slot(uint64_t *head)
+    {
+        return __atomic_fetch_add(head, 1, __ATOMIC_RELAXED);
+    }
+    """
+    # Threads in device calls at once each get their own ring slot.
+    uint64_t hcltdx_claim_slot(uint64_t *head) noexcept nogil
+
+
 cdef inline int transport(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
                           uint32_t vp, mshv_tdcall *io) noexcept nogil:
     """One tdcall through the backend table; recorded when a trace ring is on
@@ -39,13 +50,12 @@ cdef inline int transport(const hcltdx_backend_ops *ops, void *ctx, trace_ring *
     cdef trace_entry *e
     if t == NULL:
         return ops.tdcall(ctx, vp, io)
-    e = &t.entries[t.head % t.capacity]
+    e = &t.entries[hcltdx_claim_slot(&t.head) % t.capacity]
     e.ts_ns = now_ns()
     e.vp = vp
     e.ins = io[0]
     e.err = ops.tdcall(ctx, vp, io)
     e.outs = io[0]
-    t.head += 1
     return e.err
 
 

@@ -10,9 +10,9 @@ nogil sections and numpy views run over all of them.
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EINTR, EINVAL, ENXIO, ENOMEM, EPROTO
+from libc.errno cimport errno, EINTR, EPROTO
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
@@ -26,7 +26,6 @@ from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
 
 import os
-import threading
 import warnings
 import weakref
 
@@ -48,8 +47,6 @@ cdef extern from "<sys/ioctl.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
-    long sysconf(int name)
-    int _SC_PAGESIZE
 
 cdef extern from "<sched.h>" nogil:
     ctypedef struct cpu_set_t:
@@ -90,10 +87,10 @@ cdef uint32_t VIRTUAL_APIC_PAGE_ENCODING = 0x2012
 # Byte offsets in the run page (docs/tdx-abi.md section 3).
 cdef Py_ssize_t OFF_CONTEXT = 272
 cdef Py_ssize_t OFF_VP_STATE = 408
-cdef Py_ssize_t OFF_ENTRY_RCX = 504
 cdef Py_ssize_t OFF_GPR_LIST = 512
 cdef Py_ssize_t OFF_TSC_DEADLINE = 672
 cdef Py_ssize_t OFF_FX_STATE = 768
+cdef Py_ssize_t OFF_PROXY_IRR_BLOCKED = 0x634
 
 cdef object _VTL0 = GuestVtl.VTL0
 cdef object _VTL1 = GuestVtl.VTL1
@@ -1422,7 +1419,7 @@ cdef class TdxRunner:
     def proxy_irr_blocked(self):
         """The eight u32 words of ``proxy_irr_blocked`` (a view)."""
         self._mapped()
-        return _view(self._run_page, np.dtype("<u4"), 0x634, 8)
+        return _view(self._run_page, np.dtype("<u4"), OFF_PROXY_IRR_BLOCKED, 8)
 
     def cr2(self):
         """CR2 from the shared kernel state (``vp_state.cr2``)."""

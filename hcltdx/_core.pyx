@@ -393,6 +393,7 @@ cdef class Hcl:
         may share one model, as several processes share one kernel)."""
         cdef Hcl h = Hcl.__new__(Hcl)
         cdef Sim s = <Sim?>sim
+        s._ptr()
         h.ops = s.ops
         h.ctx = s.ctx
         h.sim = sim

@@ -814,11 +814,17 @@ cdef class Recorder:
         raise TypeError("Recorder is not supposed to be instantiated from Python; "
                         "use runner.recorder(capacity)")
 
+    cdef _SnapSpec _spec(self):
+        if self.spec is None:
+            raise ValueError("this Recorder was not made by runner.recorder(capacity)")
+        return self.spec
+
     def take(self):
         """Record one snapshot; returns its index."""
         if self._n >= self._cap:
             raise RecorderFull(f"the recorder is full ({self._cap} records); "
                                f"save and clear() it, or make a bigger one")
+        self._spec()
         self.runner._enter()
         _fill(self.runner, self.spec, self._base + self._n * self._itemsize)
         self._n += 1
@@ -834,7 +840,7 @@ cdef class Recorder:
 
     @property
     def dtype(self):
-        return self.spec.dtype
+        return self._spec().dtype
 
     @property
     def full(self):
@@ -842,7 +848,7 @@ cdef class Recorder:
 
     @property
     def metadata(self):
-        k = self.spec.key
+        k = self._spec().key
         return {
             "vp": int(self.runner.vp),
             "backend": self.runner.hcl.backend,

@@ -11,3 +11,5 @@ cdef class Sim:
     cdef readonly int backing_fd        # -1, or the fd whose pages the model maps
     cdef readonly object backing_path   # None, or a path naming the backing file
     cdef object __weakref__
+
+    cdef hcltdx_sim *_ptr(self) except NULL

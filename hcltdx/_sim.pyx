@@ -133,7 +133,7 @@ cdef class _PageBuffer:
 
 
 cdef uint32_t _vp(Sim sim, vp) except? 0xFFFFFFFF:
-    return _int("vp", vp, 0, c.hcltdx_sim_vp_count(sim._sim) - 1)
+    return _int("vp", vp, 0, c.hcltdx_sim_vp_count(sim._ptr()) - 1)
 
 
 cdef object _page(Sim owner, void *p):
@@ -217,7 +217,14 @@ cdef class Sim:
             close(self.backing_fd)
             self.backing_fd = -1
 
+    cdef c.hcltdx_sim *_ptr(self) except NULL:
+        if self._sim == NULL:
+            raise ValueError("this Sim is not initialised: construct it with Sim(...)")
+        return self._sim
+
     def __repr__(self):
+        if self._sim == NULL:
+            return "<Sim (not initialised)>"
         return (f"<Sim vp_count={self.vp_count} memory_size={self.memory_size:#x} "
                 f"backing={self.backing_path!r}>")
 
@@ -226,23 +233,24 @@ cdef class Sim:
     @property
     def vp_count(self):
         """Number of VPs (1..64)."""
-        return c.hcltdx_sim_vp_count(self._sim)
+        return c.hcltdx_sim_vp_count(self._ptr())
 
     @property
     def memory_size(self):
         """Bytes of TD private memory."""
-        return c.hcltdx_sim_memory_size(self._sim)
+        return c.hcltdx_sim_memory_size(self._ptr())
 
     @property
     def tsc_deadline_layout(self):
         """True when run pages use the newer layout with the L2 TSC-deadline block."""
-        return bool(c.hcltdx_sim_config_of(self._sim).tsc_deadline_layout)
+        return bool(c.hcltdx_sim_config_of(self._ptr()).tsc_deadline_layout)
 
     # ---- the raw call -------------------------------------------------------
 
     def _tdcall(self, vp, leaf, rcx=0, rdx=0, r8=0, r9=0):
         """One TDCALL as MSHV_VTL_TDCALL carries it; (rax, rcx, rdx, r8, r9, r10, r11)."""
         cdef mshv_tdcall io
+        cdef c.hcltdx_sim *sp = self._ptr()
         cdef uint32_t v = _vp(self, vp)
         memset(&io, 0, sizeof(io))
         io.rax = _int("leaf", leaf, 0, _U64)
@@ -251,7 +259,7 @@ cdef class Sim:
         io.r8 = _int("r8", r8, 0, _U64)
         io.r9 = _int("r9", r9, 0, _U64)
         with nogil:
-            c.hcltdx_sim_tdcall(self._sim, v, &io)
+            c.hcltdx_sim_tdcall(sp, v, &io)
         return (io.rax, io.rcx, io.rdx, io.r8, io.r9, io.r10_out, io.r11_out)
 
     # ---- shared pages -------------------------------------------------------
@@ -261,7 +269,7 @@ cdef class Sim:
 
         structured=True returns a one-element view typed with the run-page
         dtype of hcltdx.abi (the layout variant this Sim was made with)."""
-        arr = _page(self, c.hcltdx_sim_run_page(self._sim, _vp(self, vp)))
+        arr = _page(self, c.hcltdx_sim_run_page(self._ptr(), _vp(self, vp)))
         if not structured:
             return arr
         from hcltdx import abi
@@ -276,11 +284,11 @@ cdef class Sim:
         page, 1: the model's private page) as a live uint8[4096] view."""
         cdef uint32_t v = _vp(self, vp)
         cdef uint32_t t = _int("vtl", vtl, 0, 1)
-        return _page(self, c.hcltdx_sim_apic_page(self._sim, v, t))
+        return _page(self, c.hcltdx_sim_apic_page(self._ptr(), v, t))
 
     def vtl1_apic_page_gpa(self, vp):
         """GPA the model assigns to VP ``vp``'s VTL1 APIC page (outside TD memory)."""
-        return c.hcltdx_sim_vtl1_apic_page_gpa(self._sim, _vp(self, vp))
+        return c.hcltdx_sim_vtl1_apic_page_gpa(self._ptr(), _vp(self, vp))
 
     # ---- host side of memory --------------------------------------------------
 
@@ -290,32 +298,32 @@ cdef class Sim:
         ValueError if any page of it is already added."""
         start, length = _range(range)
         lvl = _level(level)
-        _check(c.hcltdx_sim_map_host(self._sim, start, length, lvl),
+        _check(c.hcltdx_sim_map_host(self._ptr(), start, length, lvl),
                f"map_host({start:#x}+{length:#x}, level {lvl})")
 
     def unmap_host(self, range):
         """Host removes ``range``: its pages become not-added, attributes cleared."""
         start, length = _range(range)
-        _check(c.hcltdx_sim_unmap_host(self._sim, start, length),
+        _check(c.hcltdx_sim_unmap_host(self._ptr(), start, length),
                f"unmap_host({start:#x}+{length:#x})")
 
     def page_state(self, gpa):
         """PageState of the 4 KiB page holding ``gpa``."""
         cdef c.hcltdx_sim_page_info info
         g = _int("gpa", gpa, 0, self.memory_size - 1)
-        _check(c.hcltdx_sim_get_page_info(self._sim, g, &info), "page_state")
+        _check(c.hcltdx_sim_get_page_info(self._ptr(), g, &info), "page_state")
         return PageState(_STATE_NAMES[info.state], info.level, info.attrs,
                          bool(info.pending_attrs))
 
     def page_counts(self):
         """{"not_added": n, "pending": n, "accepted": n} in 4 KiB pages."""
         cdef uint64_t out[3]
-        c.hcltdx_sim_page_counts(self._sim, out)
+        c.hcltdx_sim_page_counts(self._ptr(), out)
         return {name: out[i] for i, name in enumerate(_STATE_NAMES)}
 
     def footprint(self):
         """Bytes of host memory the model itself uses."""
-        return c.hcltdx_sim_footprint(self._sim)
+        return c.hcltdx_sim_footprint(self._ptr())
 
     # ---- per-VP state ---------------------------------------------------------
 
@@ -326,7 +334,7 @@ cdef class Sim:
         cdef uint32_t v = _vp(self, vp)
         cdef uint32_t vm = _int("vtl", vtl, 0, 1) + 1
         cdef uint32_t enc = _int("field", field, 0, 0xFFFFFFFF)
-        rc = c.hcltdx_sim_vmcs_peek(self._sim, v, vm, enc, &value)
+        rc = c.hcltdx_sim_vmcs_peek(self._ptr(), v, vm, enc, &value)
         if rc == -2:
             raise KeyError(f"VMCS field {enc:#x} is not in the catalogue")
         _check(rc, "vmcs")
@@ -339,7 +347,7 @@ cdef class Sim:
         cdef uint32_t vm = _int("vtl", vtl, 0, 1) + 1
         cdef uint32_t enc = _int("field", field, 0, 0xFFFFFFFF)
         cdef uint64_t val = _int("value", value, 0, _U64)
-        rc = c.hcltdx_sim_vmcs_poke(self._sim, v, vm, enc, val)
+        rc = c.hcltdx_sim_vmcs_poke(self._ptr(), v, vm, enc, val)
         if rc == -2:
             raise KeyError(f"VMCS field {enc:#x} is not in the catalogue")
         _check(rc, "set_vmcs")
@@ -350,7 +358,7 @@ cdef class Sim:
         cdef uint32_t v = _vp(self, vp)
         cdef uint32_t vm = _int("vtl", vtl, 0, 1) + 1
         cdef uint32_t i = _int("index", index, 0, 511)
-        _check(c.hcltdx_sim_msr_bitmap_peek(self._sim, v, vm, i, &value), "msr_bitmap")
+        _check(c.hcltdx_sim_msr_bitmap_peek(self._ptr(), v, vm, i, &value), "msr_bitmap")
         return value
 
     def l2_ctls(self, vp, vtl):
@@ -358,12 +366,12 @@ cdef class Sim:
         cdef uint64_t value = 0
         cdef uint32_t v = _vp(self, vp)
         cdef uint32_t vm = _int("vtl", vtl, 0, 1) + 1
-        _check(c.hcltdx_sim_l2_ctls_peek(self._sim, v, vm, &value), "l2_ctls")
+        _check(c.hcltdx_sim_l2_ctls_peek(self._ptr(), v, vm, &value), "l2_ctls")
         return value
 
     def invgla_count(self, vp):
         """GLAs invalidated by VP.INVGLA on VP ``vp`` so far."""
-        return c.hcltdx_sim_invgla_count(self._sim, _vp(self, vp))
+        return c.hcltdx_sim_invgla_count(self._ptr(), _vp(self, vp))
 
     # ---- fault injection --------------------------------------------------------
 
@@ -373,7 +381,7 @@ cdef class Sim:
         lf = _int("leaf", leaf, 0, _U64)
         if lf not in _INJECTABLE:
             raise ValueError(f"leaf {lf} cannot be injected (one of {sorted(_INJECTABLE)})")
-        _check(c.hcltdx_sim_inject(self._sim, lf, _int("count", count, 0, 0xFFFFFFFF),
+        _check(c.hcltdx_sim_inject(self._ptr(), lf, _int("count", count, 0, 0xFFFFFFFF),
                                    _status(status)), "inject")
 
     def inject_rate(self, leaf, status, probability, seed=0):
@@ -387,50 +395,50 @@ cdef class Sim:
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {probability!r}")
         den = 1 << 24
-        _check(c.hcltdx_sim_inject_rate(self._sim, lf, <uint32_t>round(probability * den), den,
+        _check(c.hcltdx_sim_inject_rate(self._ptr(), lf, <uint32_t>round(probability * den), den,
                                         _status(status), _int("seed", seed, 0, _U64)),
                "inject_rate")
 
     def clear_faults(self):
         """Drop every scripted and random fault."""
-        c.hcltdx_sim_clear_faults(self._sim)
+        c.hcltdx_sim_clear_faults(self._ptr())
 
     # ---- counters and the log -----------------------------------------------------
 
     def counters(self):
         """Calls per leaf slot: {"VP_RD": n, ..., "OTHER": n}."""
         cdef uint64_t out[16]
-        c.hcltdx_sim_counters(self._sim, out)
+        c.hcltdx_sim_counters(self._ptr(), out)
         return {c.hcltdx_sim_slot_name(i).decode(): out[i]
                 for i in range(c.HCLTDX_SIM_NUM_SLOTS)}
 
     def enable_log(self, capacity=4096):
         """Record calls in a ring of ``capacity`` entries (oldest dropped first)."""
-        _check(c.hcltdx_sim_log_enable(self._sim, _int("capacity", capacity, 1, 1 << 26)),
+        _check(c.hcltdx_sim_log_enable(self._ptr(), _int("capacity", capacity, 1, 1 << 26)),
                "enable_log")
 
     def disable_log(self):
         """Stop recording and free the ring."""
-        c.hcltdx_sim_log_enable(self._sim, 0)
+        c.hcltdx_sim_log_enable(self._ptr(), 0)
 
     def call_log(self):
         """The recorded calls, oldest first, as a CALL_LOG_DTYPE array."""
-        cdef size_t n = c.hcltdx_sim_log_len(self._sim)
+        cdef size_t n = c.hcltdx_sim_log_len(self._ptr())
         out = np.zeros(n, dtype=CALL_LOG_DTYPE)
         cdef unsigned char[::1] raw = out.view(np.uint8).reshape(-1) if n else None
         if n:
-            n = c.hcltdx_sim_log_read(self._sim, <c.hcltdx_sim_log_entry *>&raw[0], n)
+            n = c.hcltdx_sim_log_read(self._ptr(), <c.hcltdx_sim_log_entry *>&raw[0], n)
         return out[:n]
 
     @property
     def log_dropped(self):
         """Entries dropped because the ring was full."""
-        return c.hcltdx_sim_log_dropped(self._sim)
+        return c.hcltdx_sim_log_dropped(self._ptr())
 
     def clear_log(self):
         """Empty the ring (recording stays enabled)."""
-        c.hcltdx_sim_log_clear(self._sim)
+        c.hcltdx_sim_log_clear(self._ptr())
 
     def reset(self):
         """Back to the state right after construction."""
-        c.hcltdx_sim_reset(self._sim)
+        c.hcltdx_sim_reset(self._ptr())

@@ -348,12 +348,17 @@ cdef class MshvVtl:
         Raises a subclass of :class:`AcceptPagesError` (busy, invalid,
         attributes, unknown, already accepted) that says how far it got.
         """
-        return _accept_pages(self.hcl, range, attributes, verify)
+        return _accept_pages(self._hcl(), range, attributes, verify)
 
     def tdx_set_page_attributes(self, range, attributes, mask, *, verify=False):
         """Set the attributes of the accepted pages of ``range`` (section 7.13).
         Raises :class:`SetPageAttributesError` naming the page that failed."""
-        return _set_page_attributes(self.hcl, range, attributes, mask, verify)
+        return _set_page_attributes(self._hcl(), range, attributes, mask, verify)
+
+    cdef Hcl _hcl(self):
+        if self.hcl is None:
+            raise ValueError("this MshvVtl was not obtained from hcl.mshv_vtl")
+        return self.hcl
 
 
 @cython.final
@@ -930,7 +935,7 @@ cdef object _verify_error(page_op *st, uint64_t mapping):
         f"(wrote {st.attrs:#x})")
 
 
-def _accept_pages(Hcl hcl, rng, attributes, verify):
+def _accept_pages(Hcl hcl not None, rng, attributes, verify):
     cdef page_op st
     hcl._check_open()
     rng = _as_range(rng)
@@ -962,7 +967,7 @@ def _accept_pages(Hcl hcl, rng, attributes, verify):
     raise cls(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level, accepted=accepted, what=what)
 
 
-def _set_page_attributes(Hcl hcl, rng, attributes, mask, verify):
+def _set_page_attributes(Hcl hcl not None, rng, attributes, mask, verify):
     cdef page_op st
     hcl._check_open()
     rng = _as_range(rng)
@@ -1200,6 +1205,8 @@ cdef class TdxRunner:
         self.close()
 
     def __repr__(self):
+        if self.hcl is None:
+            return "<hcltdx.TdxRunner (not made by hcl.runner())>"
         state = "closed" if self.run == NULL else "open"
         return f"<hcltdx.TdxRunner vp={self.vp} {state} on {self.hcl.backend}>"
 

@@ -11,6 +11,8 @@ import pytest
 
 CALL_EVERYTHING = """
 def call_everything(obj):
+    repr(obj)
+    str(obj)
     for name in dir(obj):
         if name.startswith("__"):
             continue
@@ -39,6 +41,14 @@ CASES = {
             hcltdx.Hcl.from_sim(hcltdx.Sim.__new__(hcltdx.Sim))
         except ValueError:
             pass
+        m = hcltdx.MshvVtl.__new__(hcltdx.MshvVtl)
+        for f in (lambda: m.tdx_accept_pages(hcltdx.MemoryRange(0, 4096)),
+                  lambda: m.tdx_set_page_attributes((0, 4096), 0, 0),
+                  lambda: core._accept_pages(None, (0, 4096), None, False)):
+            try:
+                f()
+            except (ValueError, TypeError):
+                pass
     """,
     "everything after close": """
         import gc, hcltdx

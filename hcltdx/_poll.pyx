@@ -504,7 +504,9 @@ cdef int _poll_run(poll_state *p, uint64_t slice_end) noexcept nogil:
             if p.next_t <= now:
                 missed = (now - p.next_t) // p.interval + 1
                 p.next_t += missed * p.interval
-        if p.b.signalled or now >= slice_end:
+        # Done is done: no extra trip through Python (nor a progress call
+        # with done == total before the final one) when time runs out.
+        if p.b.signalled or (now >= slice_end and p.taken < p.samples):
             return OUT_SLICE
     return OUT_OK
 
@@ -551,8 +553,11 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
     if out is not None:
         if not isinstance(out, np.ndarray) or out.dtype != dt or out.ndim != 1:
             raise TypeError(f"out must be a 1-d array of dtype {dt}")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be C-contiguous and writable")
+        # A packed record dtype counts as aligned for numpy whatever the
+        # address; the C loop stores uint64s, so the address is what matters.
+        if (not (out.flags.c_contiguous and out.flags.writeable)
+                or <size_t>cnp.PyArray_DATA(<cnp.ndarray>out) % sizeof(uint64_t)):
+            raise ValueError("out must be C-contiguous, 8-byte aligned and writable")
         if out.shape[0] < n_samples:
             raise ValueError(f"out holds {out.shape[0]} rows for {n_samples} samples")
         buf = out
@@ -599,12 +604,13 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
             p.b.signalled = False
             try:
                 PyErr_CheckSignals()
+                # Ctrl-C often lands while the callback runs Python code.
+                if progress is not None and now_ns() - last_progress >= PROGRESS_NS:
+                    progress(p.taken, n_samples)
+                    last_progress = now_ns()
             except KeyboardInterrupt as e:
                 kept = buf[:p.recorded] if out is not None else buf[:p.recorded].copy()
                 raise PollInterrupted(kept, p.taken) from e
-            if progress is not None and now_ns() - last_progress >= PROGRESS_NS:
-                progress(p.taken, n_samples)
-                last_progress = now_ns()
     finally:
         hcl.inflight -= 1
         runner.busy = False

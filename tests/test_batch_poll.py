@@ -156,6 +156,34 @@ def test_batch_read_bad_vtl_and_out(runner, sim):
     assert sim.counters() == before
 
 
+def unaligned(n, dtype):
+    raw = bytearray(n * np.dtype(dtype).itemsize + 1)
+    a = np.frombuffer(raw, dtype=dtype, offset=1, count=n)
+    assert a.ctypes.data % 8 == 1
+    return a
+
+
+def read_only(n, dtype):
+    a = np.zeros(n, dtype=dtype)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("make", [
+    read_only,
+    lambda n, dt: np.zeros(2 * n, dtype=dt)[::2],           # strided
+    lambda n, dt: np.zeros(n, dtype=np.dtype(dt).newbyteorder(">")),  # byte-swapped
+    unaligned,
+])
+def test_out_of_the_wrong_layout_refused_before_any_tdcall(runner, sim, make):
+    before = sim.counters()
+    with pytest.raises((TypeError, ValueError)):
+        runner.read_vmcs_batch(VTL0, FIELDS, out=make(len(FIELDS), np.uint64))
+    with pytest.raises((TypeError, ValueError)):
+        runner.poll_vmcs(VTL0, FIELDS, 4, out=make(4, poll_dtype(FIELDS)))
+    assert sim.counters() == before
+
+
 def test_batch_on_closed_runner_and_other_thread(hcl, sim):
     r = hcl.runner(0)
     errors = []
@@ -348,6 +376,7 @@ def test_poll_progress_callback(runner, sim):
                      progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (400, 400)
     assert len(calls) >= 2
+    assert all(d < t for d, t in calls[:-1])   # (total, total) comes once, last
     assert all(t == 400 for _, t in calls)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
@@ -423,6 +452,16 @@ def test_poll_ctrl_c_via_os_kill_back_to_back(runner, sim):
     finally:
         timer.cancel()
     assert len(ei.value.samples) == 1 and ei.value.taken >= 1
+
+
+def test_poll_ctrl_c_inside_progress_keeps_samples(runner, sim):
+    def progress(done, total):
+        if done < total:
+            raise KeyboardInterrupt     # what SIGINT does while the callback runs
+
+    with pytest.raises(PollInterrupted) as ei:
+        runner.poll_vmcs(VTL0, FIELDS[:1], 10**9, interval_ns=1_000_000, progress=progress)
+    assert 0 < len(ei.value.samples) == ei.value.taken
 
 
 def test_poll_failure_raises_batch_error_with_rows(runner, sim):

@@ -316,7 +316,8 @@ cdef object _batch_failure(TdxRunner runner, batch *b, _Codes c, object values, 
     field = VmcsField(int(c.raws[i]))
     vtl = int(c.vtls[i])
     if b.err:
-        if b.err == EPROTO and isinstance(runner.hcl.sim, ReplayState):
+        if (b.err == EPROTO and isinstance(runner.hcl.sim, ReplayState)
+                and (<ReplayState>runner.hcl.sim).c.diverged):
             return (<ReplayState>runner.hcl.sim)._divergence()
         name = field_label(field)
         return OSError(b.err, f"MSHV_VTL_TDCALL ({what} of {name}, vp {runner.vp}, batch index {i}) "
@@ -1011,9 +1012,8 @@ cdef str _call_str(dict d):
 cdef class ReplayState:
     """The control panel of a replayed :class:`Hcl` (``hcl.sim``): where the
     replay stands and why it diverged. A divergence makes the failing call
-    raise ``OSError(EPROTO)`` (from the core) or :class:`ReplayDivergence`
-    (from batch/poll/snapshot loops); :meth:`check` raises the detailed
-    :class:`ReplayDivergence` afterwards, :meth:`assert_complete` also
+    raise :class:`ReplayDivergence` (an ``OSError`` with errno ``EPROTO``);
+    :meth:`check` raises it again afterwards, :meth:`assert_complete` also
     requires every recorded call to have been replayed."""
 
     cdef replay_ctx c

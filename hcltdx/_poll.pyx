@@ -87,9 +87,6 @@ cdef Py_ssize_t POLL_CHUNK = 65536         # initial rows when samples is large
 cdef Py_ssize_t NOGIL_BATCH = 32           # in-process backends: release above this
 
 cdef uint32_t VIRTUAL_APIC_PAGE_ENCODING = 0x2012
-cdef Py_ssize_t CONTEXT_SIZE = 1024
-
-
 
 
 cdef inline uint64_t width_mask(uint32_t raw) noexcept nogil:
@@ -645,6 +642,8 @@ cdef struct private_regs:
     uint64_t vp_entry_flags
 
 assert sizeof(private_regs) == PRIVATE_REGS_DTYPE.itemsize
+assert (sizeof(tdx_vp_context) == _abi.TDX_VP_CONTEXT_DTYPE.itemsize
+        == _abi.TDX_VP_CONTEXT_TSC_DEADLINE_DTYPE.itemsize)
 
 
 cdef object _readable_catalogue():
@@ -753,7 +752,7 @@ cdef int _fill(TdxRunner runner, _SnapSpec s, char *slot) except -1:
     c = runner.tdx
     (<uint64_t *>(slot + s.off_t))[0] = now_ns()
     if s.off_context >= 0:
-        memcpy(slot + s.off_context, c, CONTEXT_SIZE)
+        memcpy(slot + s.off_context, c, sizeof(tdx_vp_context))
     if s.off_apic0 >= 0:
         memcpy(slot + s.off_apic0, runner._apic0.addr, 4096)
         memcpy(slot + s.off_apic1, runner._apic1.addr, 4096)
@@ -872,11 +871,14 @@ cdef class Recorder:
         return self._n
 
     def __repr__(self):
+        if self.runner is None:
+            return "<hcltdx.Recorder (not made by runner.recorder())>"
         return f"<hcltdx.Recorder {self._n}/{self._cap} records of VP {self.runner.vp}>"
 
 
 def recorder(TdxRunner runner not None, capacity, **snapshot_kwargs):
     """A :class:`Recorder` of ``capacity`` snapshots (keywords as :func:`snapshot`)."""
+    runner._mapped()      # a closed or half-built runner has no Hcl to read the layout from
     cap = _checked_count(capacity, "capacity")
     if cap < 1:
         raise ValueError("capacity must be at least 1")

@@ -136,6 +136,15 @@ def test_recorder_bad_options(runner):
         runner.recorder(0)
     with pytest.raises(TypeError):
         hcltdx._poll.Recorder()
+    assert "not made by" in repr(hcltdx._poll.Recorder.__new__(hcltdx._poll.Recorder))
+
+
+def test_recorder_on_a_closed_or_half_built_runner(hcl):
+    r = hcl.runner(1)
+    r.close()
+    for bad in (r, hcltdx.TdxRunner.__new__(hcltdx.TdxRunner)):
+        with pytest.raises(ValueError, match="closed runner"):
+            hcltdx._poll.recorder(bad, 2)
 
 
 def test_save_load_round_trip(runner, sim, tmp_path):

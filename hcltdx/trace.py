@@ -135,9 +135,13 @@ class Trace:
     @classmethod
     def load(cls, path: "str | os.PathLike[str]") -> "Trace":
         """A (non-recording) Trace read from a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False, max_header_size=1 << 22) as f:
+        with np.load(path, allow_pickle=False) as f:
+            if "calls" not in f.files or "metadata" not in f.files:
+                raise ValueError(f"{os.fspath(path)!r} is not an hcltdx trace file")
             calls = f["calls"]
             meta = json.loads(str(f["metadata"][()]))
+        if meta.get("kind") != "hcltdx.trace":
+            raise ValueError(f"{os.fspath(path)!r} is not an hcltdx trace file")
         if calls.dtype != TRACE_DTYPE:
             raise ValueError(f"{os.fspath(path)!r} does not hold TRACE_DTYPE calls")
         t = cls.__new__(cls)

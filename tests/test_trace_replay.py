@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hcltdx
-from hcltdx import GuestVtl, Hcl, MemoryRange, VmcsAccessError, VmcsField
+from hcltdx import GuestVtl, Hcl, MemoryRange, VmcsAccessError, VmcsField, snapshot
 from hcltdx._core import TRACE_ENTRY_SIZE
 from hcltdx._poll import ReplayDivergence, ReplayState
 from hcltdx.trace import TRACE_DTYPE, Trace
@@ -118,6 +118,15 @@ def test_trace_save_load(hcl, sim, tmp_path):
     assert u.metadata["hcltdx_version"] == hcltdx.__version__
     gc.collect()
     r.close()
+
+
+def test_trace_load_refuses_other_files(runner, tmp_path):
+    snapshot.save(tmp_path / "snap.npz", runner.snapshot())
+    np.savez(tmp_path / "other.npz", calls=np.zeros(1, dtype=TRACE_DTYPE),
+             metadata=np.array('{"kind": "other"}'))
+    for name in ("snap.npz", "other.npz"):
+        with pytest.raises(ValueError, match="not an hcltdx trace"):
+            Trace.load(tmp_path / name)
 
 
 # ---- replay ------------------------------------------------------------------------------------

@@ -551,7 +551,7 @@ cdef class Hcl:
             (<_Page>obj)._unmap()
         self.ops = NULL
         self.ctx = NULL
-        self._free_trace()
+        # A trace still recording keeps its ring: its owner collects it.
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1

@@ -292,3 +292,11 @@ def test_replay_recorded_eproto_is_not_a_divergence(hcl, sim):
     gc.collect()
     r.close()
     rh.close()
+
+
+def test_closing_the_hcl_keeps_a_recording_trace(backend):
+    hcl = backend.open()
+    with hcl.trace(16) as t:
+        hcl.tdcall(0, 9, rdx=0x2420000300006802)
+        hcl.close()
+    assert len(t.calls) == 1 and int(t.calls[0]["in_rdx"]) == 0x2420000300006802

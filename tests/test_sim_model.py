@@ -318,14 +318,18 @@ def test_accept_2m_where_host_mapped_4k_is_size_mismatch():
     for gpa in range(0x200000, 0x400000, 0x1000):
         assert td.call(ACCEPT, rcx=gpa).rax == SUCCESS
     assert td.sim.page_counts()["accepted"] == 512
-    assert td.call(ACCEPT, rcx=0x200001).rax == PAGE_ALREADY_ACCEPTED | 0
+    # Accepted 4 KiB mappings lie below the 2 MiB request: still a mismatch,
+    # ALREADY_ACCEPTED is for a request at or below the accepted level (10.5).
+    assert td.call(ACCEPT, rcx=0x200001).rax == PAGE_SIZE_MISMATCH
 
 
-def test_accept_2m_over_one_accepted_4k_page_warns():
+def test_accept_2m_over_one_accepted_4k_page_is_size_mismatch():
     td = TD(host_map="4K")
     assert td.call(ACCEPT, rcx=0x205000).rax == SUCCESS
-    assert td.call(ACCEPT, rcx=0x200001).rax == PAGE_ALREADY_ACCEPTED | 0
+    assert td.call(ACCEPT, rcx=0x200001).rax == PAGE_SIZE_MISMATCH
     assert td.sim.page_counts()["accepted"] == 1
+    # The seed's fallback then reaches the accepted page at 4 KiB (7.12).
+    assert td.call(ACCEPT, rcx=0x205000).rax == PAGE_ALREADY_ACCEPTED | 0
 
 
 def test_accept_of_page_the_host_never_added():
@@ -431,9 +435,16 @@ def test_attr_wr_inv_ept_bit_is_accepted_not_stored(td):
     assert td.call(ATTR_RD, rcx=0x200000).rdx == FULL << VM1
 
 
-@pytest.mark.parametrize("rcx", [0x200002, 0x200000 | 1 << 5, 0x201001, 64 * MIB, 1 << 47 | 0x200001])
+@pytest.mark.parametrize("rcx", [0x200002, 0x200000 | 1 << 5, 0x201001, 64 * MIB, 1 << 47 | 0x200001,
+                                 0x40000002, 0x3, 0x7])
 def test_attr_wr_bad_mapping(td, rcx):
     assert td.call(ATTR_WR, rcx=rcx, rdx=FULL << VM1, r8=0xF << VM1).rax == OPERAND_INVALID | 1
+
+
+def test_attr_wr_1g_level_is_a_size_mismatch_not_invalid(td):
+    # Section 10.6: ATTR.WR takes levels 0/1/2; the host maps 2 MiB here.
+    out = td.call(ATTR_WR, rcx=0x2, rdx=FULL << VM1, r8=0xF << VM1)
+    assert out.rax == PAGE_SIZE_MISMATCH | 1
 
 
 def test_attr_wr_level_must_match_host_mapping(td):

@@ -260,20 +260,21 @@ static void set_state(hcltdx_sim *sim, uint64_t p, uint32_t st)
     sim->pflags[p] = (uint8_t)((sim->pflags[p] & ~PF_STATE_MASK & ~PF_ATTR_PENDING) | st);
 }
 
-/* Validates an ACCEPT / ATTR.WR RCX (level, reserved bits, alignment,
- * range, shared bit). On success *gpa and *level are set. */
-static int decode_mapping_rcx(const hcltdx_sim *sim, uint64_t rcx, uint64_t *gpa,
-                              uint32_t *level)
+/* Validates an ACCEPT / ATTR.WR RCX (level up to max_level, reserved bits,
+ * alignment, range, shared bit). On success *gpa and *level are set. */
+static int decode_mapping_rcx(const hcltdx_sim *sim, uint64_t rcx, uint32_t max_level,
+                              uint64_t *gpa, uint32_t *level)
 {
     uint32_t lvl = (uint32_t)(rcx & 7u);
-    if (lvl > 1) /* 1 GiB and 3-7: not supported by the targeted modules */
+    if (lvl > max_level)
         return -1;
     if (rcx & 0xFF8ull || rcx >> 52)
         return -1;
     uint64_t a = rcx & GPA_MASK;
-    uint64_t size = lvl ? HCLTDX_LARGE_PAGE_SIZE : SIM_PAGE;
-    if (a & SHARED_BIT || a & (size - 1) || a >= sim->cfg.memory_size ||
-        sim->cfg.memory_size - a < size)
+    uint64_t size = SIM_PAGE << (9 * lvl);
+    /* Memory is a whole number of 2 MiB pages: an aligned 4 KiB or 2 MiB
+     * page that starts inside it ends inside it. */
+    if (a & SHARED_BIT || a & (size - 1) || a >= sim->cfg.memory_size)
         return -1;
     *gpa = a;
     *level = lvl;
@@ -292,7 +293,8 @@ static uint64_t mem_page_accept(hcltdx_sim *sim, uint64_t r[6])
 {
     uint64_t gpa;
     uint32_t level;
-    if (decode_mapping_rcx(sim, r[R_RCX], &gpa, &level))
+    /* 1 GiB is rejected by the module versions the seed targets. */
+    if (decode_mapping_rcx(sim, r[R_RCX], 1, &gpa, &level))
         return TDX_OPERAND_INVALID | OPND_RCX;
 
     uint64_t p = gpa / SIM_PAGE, st = TDX_SUCCESS;
@@ -325,18 +327,15 @@ static uint64_t mem_page_accept(hcltdx_sim *sim, uint64_t r[6])
             st = TDX_EPT_WALK_FAILED;
         }
     } else {
-        int any_added = 0, any_accepted = 0;
-        for (uint64_t q = p; q < p + SIM_PAGES_PER_2M; q++) {
-            uint32_t s = pstate(sim, q);
-            any_added |= s != HCLTDX_SIM_PAGE_NOT_ADDED;
-            any_accepted |= s == HCLTDX_SIM_PAGE_ACCEPTED;
-        }
-        if (any_accepted)
-            st = TDX_PAGE_ALREADY_ACCEPTED; /* details: the 4 KiB level */
-        else if (!any_added)
-            st = TDX_EPT_WALK_FAILED;
-        else
-            st = TDX_PAGE_SIZE_MISMATCH;
+        /* 4 KiB mappings below a 2 MiB request: a size mismatch whatever
+         * their state (ALREADY_ACCEPTED is only for a request at or below
+         * an accepted mapping's level). */
+        st = TDX_EPT_WALK_FAILED;
+        for (uint64_t q = p; q < p + SIM_PAGES_PER_2M; q++)
+            if (pstate(sim, q) != HCLTDX_SIM_PAGE_NOT_ADDED) {
+                st = TDX_PAGE_SIZE_MISMATCH;
+                break;
+            }
     }
     pthread_mutex_unlock(&sim->mem_lock);
     return st;
@@ -387,7 +386,9 @@ static uint64_t mem_page_attr_wr(hcltdx_sim *sim, uint64_t r[6])
 {
     uint64_t gpa;
     uint32_t level;
-    if (decode_mapping_rcx(sim, r[R_RCX], &gpa, &level))
+    /* Level 2 (1 GiB) is a valid request; the model never maps 1 GiB, so it
+     * ends as PAGE_SIZE_MISMATCH below. */
+    if (decode_mapping_rcx(sim, r[R_RCX], 2, &gpa, &level))
         return TDX_OPERAND_INVALID | OPND_RCX;
 
     uint64_t attr = r[R_RDX], mask = r[R_R8];

@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -68,10 +69,14 @@ def fuse_mounts():
 
 
 @pytest.fixture(autouse=True)
-def no_mount_left_behind():
-    before = fuse_mounts()
+def no_mount_left_behind(tmp_path, monkeypatch):
+    # Other test runs on the machine share the mount namespace: look only at
+    # mounts under this test's own directory, where simdev.mount puts its
+    # workdir (tempfile) and the CLI tests their mount points.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     yield
-    assert fuse_mounts() == before
+    mine = str(tmp_path.resolve()) + os.sep
+    assert [line for line in fuse_mounts() if line.split()[4].startswith(mine)] == []
 
 
 # ---- lifecycle ------------------------------------------------------------------

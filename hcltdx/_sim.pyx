@@ -167,7 +167,7 @@ cdef class Sim:
                  host_map="2M", tsc_deadline_layout=False, seed=0):
         cdef c.hcltdx_sim_config cfg
         cdef int err = 0
-        if self._sim != NULL:
+        if self._sim != NULL or self.backing_fd >= 0:
             raise RuntimeError("Sim is already initialised")
         vp_count = _int("vp_count", vp_count, 1, c.HCLTDX_SIM_MAX_VPS)
         memory_size = _int("memory_size", memory_size, _LARGE_PAGE, _MAX_MEMORY)
@@ -296,16 +296,26 @@ cdef class Sim:
         """Host adds ``range`` as pending pages mapped at ``level``
         (0/"4K" or 1/"2M"; 2 MiB needs a 2 MiB-aligned range).
         ValueError if any page of it is already added."""
-        start, length = _range(range)
+        cdef c.hcltdx_sim *sp = self._ptr()
+        cdef uint64_t g, n
+        cdef uint32_t lvl
+        cdef int rc
+        g, n = _range(range)
         lvl = _level(level)
-        _check(c.hcltdx_sim_map_host(self._ptr(), start, length, lvl),
-               f"map_host({start:#x}+{length:#x}, level {lvl})")
+        # The model walks every 4 KiB page of the range (up to 2**28).
+        with nogil:
+            rc = c.hcltdx_sim_map_host(sp, g, n, lvl)
+        _check(rc, f"map_host({g:#x}+{n:#x}, level {lvl})")
 
     def unmap_host(self, range):
         """Host removes ``range``: its pages become not-added, attributes cleared."""
-        start, length = _range(range)
-        _check(c.hcltdx_sim_unmap_host(self._ptr(), start, length),
-               f"unmap_host({start:#x}+{length:#x})")
+        cdef c.hcltdx_sim *sp = self._ptr()
+        cdef uint64_t g, n
+        cdef int rc
+        g, n = _range(range)
+        with nogil:
+            rc = c.hcltdx_sim_unmap_host(sp, g, n)
+        _check(rc, f"unmap_host({g:#x}+{n:#x})")
 
     def page_state(self, gpa):
         """PageState of the 4 KiB page holding ``gpa``."""
@@ -441,4 +451,6 @@ cdef class Sim:
 
     def reset(self):
         """Back to the state right after construction."""
-        c.hcltdx_sim_reset(self._ptr())
+        cdef c.hcltdx_sim *sp = self._ptr()
+        with nogil:
+            c.hcltdx_sim_reset(sp)

@@ -763,6 +763,14 @@ def test_constructor_validates_arguments(kw, exc):
         Sim(**kw)
 
 
+def test_second_init_is_refused_and_keeps_the_backing_fd():
+    sim = Sim(vp_count=1, backing="memfd")
+    fd = sim.backing_fd
+    with pytest.raises(RuntimeError):
+        sim.__init__(vp_count=1, backing="memfd")
+    assert sim.backing_fd == fd and os.fstat(fd)
+
+
 def test_methods_validate_arguments():
     sim = Sim(vp_count=1)
     with pytest.raises(ValueError):

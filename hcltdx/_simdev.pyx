@@ -11,6 +11,8 @@ See docs/simdev.md.
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from libc.errno cimport (EBUSY, EINTR, EINVAL, ENODEV, ENOENT, ENOSYS, ENOTDIR,
                          ENOTTY, EPERM, errno)
+from libc.limits cimport INT_MAX
+from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset, strdup, strlen
@@ -338,6 +340,8 @@ cdef class Server:
         self.reply = NULL
 
     def __init__(self, Sim sim not None, vp_count=None):
+        if self.buf != NULL:
+            raise RuntimeError("Server is already initialised")
         if sim.backing_fd < 0:
             raise ValueError("the simulator needs a backing file (backing='memfd' or a path)")
         if sim.ops == NULL or sim.ctx == NULL:
@@ -765,13 +769,15 @@ cdef class Watchdog:
         cdef bytes p = os.fsencode(path)
         self.w.pipe_rd = -1
         self.w.pipe_wr = -1
-        if timeout <= 0:
+        if not timeout > 0:  # NaN included
             raise ValueError("timeout must be positive")
         if pipe2(fds, O_CLOEXEC) != 0:
             _raise_errno("pipe2")
         self.w.pipe_rd = fds[0]
         self.w.pipe_wr = fds[1]
-        self.w.timeout_ms = <int>(timeout * 1000)
+        # poll(2) takes an int of milliseconds: round up, cap at INT_MAX
+        # (a double out of int range converts with undefined behaviour).
+        self.w.timeout_ms = <int>min(ceil(timeout * 1000), <double>INT_MAX)
         self.w.path = strdup(p)
         if self.w.path == NULL:
             raise MemoryError()

@@ -299,6 +299,9 @@ def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> No
     try:
         dev._proc = subprocess.Popen(cmd, pass_fds=(wr, life_rd), env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+    except BaseException:
+        os.close(rd)
+        raise
     finally:
         os.close(wr)
         os.close(life_rd)

@@ -102,6 +102,12 @@ def test_available_and_exception_type():
     assert issubclass(simdev.SimDevUnavailable, OSError)
 
 
+@pytest.mark.parametrize("timeout", [0, -1, float("nan")])
+def test_watchdog_refuses_a_timeout_that_is_not_positive(tmp_path, timeout):
+    with pytest.raises(ValueError):
+        simdev.Watchdog(tmp_path, timeout)
+
+
 def test_umount_helper_on_a_plain_directory(tmp_path):
     assert simdev.umount(tmp_path) is False
 
@@ -130,7 +136,7 @@ def test_raw_ioctl_vp_rd_acts_on_the_callers_cpu():
 def test_tdx_failure_travels_in_rax_not_errno():
     with simdev.mount(vp_count=2) as dev, opened(dev.path) as fd, pinned(0):
         rax, *_ = raw_tdcall(fd, VP_RD, 1, RIP_VTL0)  # RCX must be 0
-        assert rax >> 63 == 1
+        assert rax == 0xC000010000000001  # OPERAND_INVALID naming RCX (10.4)
         assert dev.sim._tdcall(0, VP_RD, 1, RIP_VTL0, 0, 0)[0] == rax
 
 
@@ -338,10 +344,9 @@ def test_killed_daemon_fails_the_next_call_and_is_cleaned_up():
                 call()
                 dev.kill()
                 assert not dev.alive
-                t0 = time.monotonic()
+                # It fails rather than hangs: the watchdog below must not fire.
                 with pytest.raises(OSError) as e:
                     call()
-                assert time.monotonic() - t0 < 20
                 assert e.value.errno in (errno.ECONNABORTED, errno.ENOTCONN)
             finally:
                 close()

@@ -433,7 +433,7 @@ def _serve_foreground(args) -> int:
             finally:
                 signal.pthread_kill(main_thread, signal.SIGUSR1)
 
-        thread = threading.Thread(target=serve, name="simdev daemon")
+        thread = threading.Thread(target=serve, name="simdev daemon", daemon=True)
         thread.start()
         if args.lifeline_fd is not None:
             _watch_lifeline(args.lifeline_fd, mountpoint)
@@ -448,11 +448,18 @@ def _serve_foreground(args) -> int:
         return 0
     finally:
         if server is not None:
-            umount(mountpoint)
+            # Every step runs even if an earlier one fails: the mount must go.
+            try:
+                umount(mountpoint)
+            except OSError:
+                pass  # forced below
             if thread is not None:
                 thread.join(_STOP_TIMEOUT)
                 if thread.is_alive():
-                    umount(mountpoint, force=True)
+                    try:
+                        umount(mountpoint, force=True)
+                    except OSError:
+                        pass
                     thread.join(_STOP_TIMEOUT)
             if thread is None or not thread.is_alive():
                 server.close()

@@ -323,6 +323,10 @@ def test_watchdog_aborts_an_ioctl_issued_with_the_gil_held():
             err = ctypes.get_errno()
             assert dog.disarm()
         assert rc == -1 and err in (errno.ECONNABORTED, errno.ENOTCONN)
+        # The daemon thread needs the GIL to see the abort and stop: let it run.
+        deadline = time.monotonic() + 30
+        while dev.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not dev.alive
 
 

@@ -145,6 +145,10 @@ cdef class TdxRunner:
                          object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
 
 
+# A backend owner's explanation of an errno (None when it has none).
+cdef object backend_error(Hcl hcl, int err)
+
+
 # Build an Hcl over any backend table (replay and other backends living in
 # other extensions). `owner` keeps whatever `ctx` points into alive.
 cdef Hcl hcl_from_ops(const hcltdx_backend_ops *ops, void *ctx, object owner,

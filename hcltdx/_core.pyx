@@ -12,7 +12,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EINTR, EPROTO
+from libc.errno cimport errno, EINTR
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
@@ -34,8 +34,7 @@ import numpy as np
 from hcltdx import abi as _abi
 from hcltdx.errors import (
     AcceptPagesAttributes, AcceptPagesBusy, AcceptPagesInvalid, AcceptPagesUnknown,
-    HclError, PageAlreadyAcceptedError, PageAttributesVerifyError, ReplayDivergence,
-    SetPageAttributesError,
+    HclError, PageAlreadyAcceptedError, PageAttributesVerifyError, SetPageAttributesError,
     TdCallError, TdcallOutput, VmcsAccessError)
 from hcltdx.memory_range import MemoryRange
 from hcltdx.protocol import GuestVtl, TdxVpStateFlags
@@ -208,14 +207,17 @@ cdef inline uint32_t _code(uint64_t rax) noexcept nogil:
     return <uint32_t>(rax >> 32)
 
 
+cdef object backend_error(Hcl hcl, int err):
+    """The backend owner's own account of an errno, if it has one (a replay
+    knows which recorded call a refused call diverged from), else None."""
+    explain = getattr(hcl.sim, "explain_error", None)
+    return explain(err) if explain is not None else None
+
+
 cdef object _oserror(int err, Hcl hcl, uint32_t vp, uint64_t leaf):
-    if err == EPROTO and hcl.backend == "replay":
-        # A replay backend answers EPROTO when the call is not the recorded
-        # one; its state knows which call diverged and how.
-        try:
-            hcl.sim.check()
-        except ReplayDivergence as e:
-            return e
+    explained = backend_error(hcl, err)
+    if explained is not None:
+        return explained
     name = TdCallLeaf(leaf).name or f"leaf {leaf:#x}"
     where = hcl.path if hcl.path is not None else hcl.backend
     return OSError(err, f"MSHV_VTL_TDCALL ({name}, vp {vp}) failed on {where}: {os.strerror(err)}")

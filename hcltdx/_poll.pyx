@@ -22,7 +22,7 @@ from hcltdx.includes.abi cimport mshv_tdcall, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 cimport numpy as cnp
 from hcltdx._core cimport (Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops,
-                          io_init, now_ns, transport, vmcs_code)
+                          io_init, now_ns, transport, vmcs_code, backend_error)
 
 import functools
 import operator
@@ -313,9 +313,9 @@ cdef object _batch_failure(TdxRunner runner, batch *b, _Codes c, object values, 
     field = VmcsField(int(c.raws[i]))
     vtl = int(c.vtls[i])
     if b.err:
-        if (b.err == EPROTO and isinstance(runner.hcl.sim, ReplayState)
-                and (<ReplayState>runner.hcl.sim).c.diverged):
-            return (<ReplayState>runner.hcl.sim)._divergence()
+        explained = backend_error(runner.hcl, b.err)
+        if explained is not None:
+            return explained
         name = field_label(field)
         return OSError(b.err, f"MSHV_VTL_TDCALL ({what} of {name}, vp {runner.vp}, batch index {i}) "
                               f"failed on {runner.hcl.backend}: {os.strerror(b.err)}")
@@ -1093,6 +1093,13 @@ cdef class ReplayState:
         msg = (f"replay diverged at call {self.c.div_pos}: expected {_call_str(exp)}, "
                f"got {_call_str(got)}")
         return ReplayDivergence(self.c.div_pos, e, got, msg)
+
+    def explain_error(self, err):
+        """The backend owner's hook (see ``backend_error`` in the core): the
+        EPROTO of a divergence as the :class:`ReplayDivergence` it stands for."""
+        if err == EPROTO and self.c.diverged:
+            return self._divergence()
+        return None
 
     def check(self):
         """Raise :class:`ReplayDivergence` if the replay diverged."""

@@ -143,6 +143,7 @@ void hcltdx_sim_free(hcltdx_sim *sim)
 
 void hcltdx_sim_reset(hcltdx_sim *sim)
 {
+    atomic_store(&sim->guest.enabled, 0); /* the synthetic guest is off after new */
     memset(sim->run_window, 0, sim->window_len);
     memset(sim->apic_window, 0, sim->window_len);
     memset(sim->vtl1_apic_block, 0, sim->window_len);

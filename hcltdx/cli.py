@@ -184,6 +184,17 @@ class Out:
             print(text, flush=True)
 
 
+class _Capture(Out):
+    """Keeps a command's JSON result (trace --json embeds it in its own)."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        self.data: Any = None
+
+    def result(self, data: Any, text: Optional[str] = None) -> None:
+        self.data = data
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 
@@ -509,8 +520,9 @@ def cmd_trace(args: argparse.Namespace, hcl: Any, desc: dict[str, Any], out: Out
         setattr(inner, k, getattr(args, k))
     inner.no_progress = True
     outfile = args.output or "trace.npz"
+    inner_out = _Capture() if out.json else out
     with hcl.trace(args.capacity) as t:
-        rc = _run_with_device(inner, hcl, desc, Out(True) if out.json else out, parser)
+        rc = _run_with_device(inner, hcl, desc, inner_out, parser)
     t.save(outfile, command=rest)
     calls = t.calls
     by_leaf: dict[str, int] = {}
@@ -518,6 +530,8 @@ def cmd_trace(args: argparse.Namespace, hcl: Any, desc: dict[str, Any], out: Out
         by_leaf[name] = by_leaf.get(name, 0) + 1
     res = {"file": os.path.abspath(outfile), "calls": len(calls), "dropped": t.dropped,
            "by_leaf": by_leaf, "exit_status": rc}
+    if isinstance(inner_out, _Capture):
+        res["output"] = inner_out.data
     out.result(res, f"traced {len(calls)} tdcalls ("
                + ", ".join(f"{k} {v}" for k, v in sorted(by_leaf.items(), key=lambda kv: -kv[1]))
                + (f", {t.dropped} dropped" if t.dropped else "") + f") -> {res['file']}")

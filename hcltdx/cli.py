@@ -287,7 +287,7 @@ def cmd_info(args: argparse.Namespace, hcl: Any, desc: dict[str, Any], out: Out)
 
 
 def cmd_vmcs_list(args: argparse.Namespace, out: Out) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     pat = (args.filter or "").upper()
     for name, enc, rmask, wmask in _catalogue():
         if pat and pat not in name:
@@ -296,9 +296,10 @@ def cmd_vmcs_list(args: argparse.Namespace, out: Out) -> int:
                      "width": field_width(enc), "read_mask": rmask, "write_mask": wmask})
     text = [f"{'name':<40} {'enc':>6} {'bits':>4}  {'readable':<8} {'writable':<8}"]
     for r in rows:
+        wm, full = int(r["write_mask"]), (1 << int(r["width"])) - 1
+        writable = "no" if not wm else "all" if wm == full else hex(wm)
         text.append(f"{r['name']:<40} {r['encoding']:#06x} {r['width']:>4}  "
-                    f"{'yes' if r['read_mask'] else 'no':<8} "
-                    f"{'no' if not r['write_mask'] else 'all' if r['write_mask'] == (1 << r['width']) - 1 else hex(r['write_mask']):<8}")
+                    f"{'yes' if r['read_mask'] else 'no':<8} {writable:<8}")
     text.append(f"{len(rows)} fields")
     out.result(rows, "\n".join(text))
     return 0
@@ -338,7 +339,8 @@ def _metadata(args: argparse.Namespace, hcl: Any, desc: dict[str, Any]) -> dict[
     import hcltdx
 
     return {"device": desc["device"], "simulator": desc["simulator"], "guest": desc["guest"],
-            "seed": desc["seed"], "host": socket.gethostname(), "vp": args.vp, "vtl": args.vtl,
+            "seed": desc["seed"], "host": getattr(args, "host", None) or socket.gethostname(),
+            "vp": args.vp, "vtl": args.vtl,
             "tsc_deadline_layout": bool(hcl.tsc_deadline_layout),
             "hcltdx_version": hcltdx.__version__, "started": time.time()}
 
@@ -650,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_pos_int, default=None, help="number of samples (instead of --duration)")
     p.add_argument("--changes-only", action="store_true", help="keep only rows where a field changed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--host", help="host name stored with the recording (default: this machine's)")
     p.add_argument("--vp", type=_pos_int, default=0)
     p.add_argument("--vtl", type=int, choices=(0, 1), default=0)
     _common(p, True)

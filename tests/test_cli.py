@@ -298,3 +298,28 @@ def test_no_permission_on_the_device(tmp_path):
         prefix = (setpriv, "--bounding-set=-dac_override,-dac_read_search", "--")
     line = fails(1, "info", "--device", dev, prefix=prefix)
     assert "permission" in line.lower() and str(dev) in line
+
+
+def test_fleet_example_reads_parquet_without_hcltdx(tmp_path):
+    pytest.importorskip("duckdb")
+    pytest.importorskip("pyarrow")
+    example = os.path.join(os.path.dirname(__file__), "..", "docs", "examples", "fleet.py")
+    if not os.path.exists(example):
+        pytest.skip("docs/examples not shipped with this installation")
+    d = tmp_path / "fleet"
+    d.mkdir()
+    changes = {}
+    for i, host in enumerate(("host-a", "host-b")):
+        f = d / f"{host}.parquet"
+        ok("record", "GUEST_CR3", "--samples", 400, "--rate", 4000, "--format", "parquet",
+           "-o", f, "--host", host, "--seed", i, "--no-progress", *SIM)
+        col = record.load(f).samples["VMX_VMCS_GUEST_CR3"]
+        changes[host] = int(np.sum(col[1:] != col[:-1]))
+    p = subprocess.run([sys.executable, example, d, "VMX_VMCS_GUEST_CR3", "-o", tmp_path / "f.png"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = {ln.split()[0]: ln for ln in p.stdout.splitlines() if ln.startswith("host-")}
+    for host, n in changes.items():
+        assert lines[host].startswith(f"{host:<16} VP 0: 400 samples over")
+        assert lines[host].endswith(f"VMX_VMCS_GUEST_CR3 changed {n} times")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

@@ -697,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tour", action="store_true", help="skip the API tour")
     p.add_argument("--vp-count", type=_pos_int, default=argparse.SUPPRESS)
     p.add_argument("--memory", type=_arg(parse_size), default=argparse.SUPPRESS)
+    p.add_argument("--memory-mib", type=_pos_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=_u64, default=argparse.SUPPRESS)
     _common(p, False)
 
@@ -740,6 +741,8 @@ def _dispatch(argv: List[str]) -> int:
     if args.command == "report":
         return cmd_report(args, out)
     if args.command == "demo":
+        if args.memory_mib is not None:  # the older spelling of --memory
+            args.memory = args.memory_mib << 20
         return cmd_demo(args, out)
     if args.command == "vmcs" and args.vmcs_command == "list":
         return cmd_vmcs_list(args, out)

@@ -340,7 +340,7 @@ def _metadata(args: argparse.Namespace, hcl: Any, desc: dict[str, Any]) -> dict[
 
     return {"device": desc["device"], "simulator": desc["simulator"], "guest": desc["guest"],
             "seed": desc["seed"], "host": getattr(args, "host", None) or socket.gethostname(),
-            "vp": args.vp, "vtl": args.vtl,
+            "vp": args.vp, "vtl": getattr(args, "vtl", None),
             "tsc_deadline_layout": bool(hcl.tsc_deadline_layout),
             "hcltdx_version": hcltdx.__version__, "started": time.time()}
 
@@ -665,7 +665,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VMCS fields to include (default: every readable field)")
     p.add_argument("--lines", type=_pos_int, default=25, help="lines of the description to print")
     p.add_argument("--vp", type=_pos_int, default=0)
-    p.add_argument("--vtl", type=int, choices=(0, 1), default=0)
     _common(p, True)
 
     for name, hlp in (("accept", "accept a range of private memory (2 MiB first, 4 KiB on mismatch)"),

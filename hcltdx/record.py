@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Recording", "save", "load", "FORMATS"]
+__all__ = ["Recording", "save", "load", "from_snapshots", "FORMATS"]
 
 FORMATS = ("npz", "parquet")
 KIND = "hcltdx.recording"
@@ -90,10 +90,33 @@ def load(path: "str | os.PathLike[str]") -> Recording:
     if magic[:2] != b"PK":
         raise ValueError(f"{p!r} is not an hcltdx recording (.npz or .parquet)")
     with np.load(p, allow_pickle=False) as z:
-        if "samples" not in z or "metadata" not in z:
+        is_snap = "records" in z and "metadata" in z
+        if not is_snap and ("samples" not in z or "metadata" not in z):
             raise ValueError(f"{p!r} is not an hcltdx recording")
+    if is_snap:
+        return from_snapshots(p)
+    with np.load(p, allow_pickle=False) as z:
         samples = z["samples"]
         meta = json.loads(str(z["metadata"][()]))
     if meta.get("kind") != KIND:
         raise ValueError(f"{p!r} is not an hcltdx recording (kind {meta.get('kind')!r})")
+    return Recording(samples, meta)
+
+
+def from_snapshots(path: "str | os.PathLike[str]", vtl: int = 0) -> Recording:
+    """A recording made of a saved snapshot series (``hcltdx snapshot -n N``):
+    ``t_ns`` and the VMCS fields of one VTL, one row per snapshot."""
+    from hcltdx import snapshot
+
+    records, meta = snapshot.load(path)
+    records = np.atleast_1d(records)
+    part = f"vmcs_vtl{vtl}"
+    if part not in (records.dtype.names or ()):
+        raise ValueError(f"{os.fspath(path)!r}: the snapshots hold no VTL{vtl} VMCS fields")
+    names = list(records.dtype[part].names or ())
+    samples = np.zeros(len(records), dtype=[("t_ns", "<u8")] + [(n, "<u8") for n in names])
+    samples["t_ns"] = records["t_ns"]
+    for n in names:
+        samples[n] = records[part][n]
+    meta = dict(meta, vtl=vtl, kind=KIND, fields=names, source="hcltdx.snapshot")
     return Recording(samples, meta)

@@ -128,7 +128,7 @@ def plot(rec: Recording, summary: dict[str, Any], outdir: str) -> list[str]:
     from matplotlib.ticker import FuncFormatter
 
     s = rec.samples
-    title = (f"{summary['device']} {summary['host'] or ''} VP {summary['vp']} "
+    title = (f"{summary['device']} on {summary['host'] or '?'}, VP {summary['vp']} "
              f"VTL{summary['vtl']}: {summary['samples']} samples, {summary['duration_s']:.2f} s")
     paths = []
     t = (s["t_ns"].astype(np.int64) - int(s["t_ns"][0])) / 1e9 if len(s) else np.zeros(0)

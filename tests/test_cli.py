@@ -191,6 +191,11 @@ def test_snapshot_series(tmp_path):
     assert len(set(rips.tolist())) == 3  # the guest moved between snapshots
     p = ok("snapshot", "--vmcs", "GUEST_CR3", "-o", tmp_path / "one.npz", *SIM)
     assert "snapshot" in p.stdout
+    # A series can be reported like a recording: one row per snapshot.
+    summ = ok_json("report", f, "-o", tmp_path / "rep")
+    assert summ["samples"] == 3
+    assert summ["fields"]["VMX_VMCS_GUEST_RIP"]["distinct"] == 3
+    assert summ["fields"]["VMX_VMCS_GUEST_RIP"]["min"] == int(rips.min())
     one, _ = snapshot.load(tmp_path / "one.npz")
     assert one["vmcs_vtl0"].dtype.names == ("VMX_VMCS_GUEST_CR3",)
 

@@ -328,3 +328,43 @@ def test_fleet_example_reads_parquet_without_hcltdx(tmp_path):
         assert lines[host].startswith(f"{host:<16} VP 0: 400 samples over")
         assert lines[host].endswith(f"VMX_VMCS_GUEST_CR3 changed {n} times")
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simdev_mount_then_commands_on_the_device(tmp_path):
+    from conftest import device_unavailable_reason
+
+    why = device_unavailable_reason()
+    if why:
+        pytest.skip(f"FUSE stand-in device unavailable: {why}")
+    import time
+
+    mnt = tmp_path / "mnt"
+    dev = mnt / "mshv_vtl"
+    daemon = subprocess.Popen([sys.executable, "-m", "hcltdx", "simdev", "mount", str(mnt),
+                               "--quiet"], env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not dev.exists():
+            assert daemon.poll() is None, daemon.communicate()
+            assert time.monotonic() < deadline, "the stand-in device did not appear"
+            time.sleep(0.1)
+        D = ["--device", dev, "--vp-count", 2]
+        info = ok_json("info", *D)
+        assert info["simulator"] is False and info["backend"] == "device"
+        assert info["vp_count"] == 2 and info["path"] == str(dev)
+        # One model across commands: a write is seen by the next command.
+        assert ok_json("vmcs", "write", "GUEST_CR3", "0x5000", *D)["new"] == 0x5000
+        assert ok_json("vmcs", "read", "GUEST_CR3", *D)["values"] == {"VMX_VMCS_GUEST_CR3": 0x5000}
+        assert ok_json("record", "GUEST_CR3", "--samples", 50, "-o", tmp_path / "d.npz",
+                       *D)["rows"] == 50
+        rec = record.load(tmp_path / "d.npz")
+        assert rec.metadata["device"] == str(dev) and set(rec.samples["VMX_VMCS_GUEST_CR3"]) == {0x5000}
+    finally:
+        run("simdev", "umount", mnt)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    assert not dev.exists()

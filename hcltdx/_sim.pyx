@@ -454,3 +454,55 @@ cdef class Sim:
         cdef c.hcltdx_sim *sp = self._ptr()
         with nogil:
             c.hcltdx_sim_reset(sp)
+
+    # ---- the synthetic guest (docs/guest.md) ---------------------------------
+
+    def guest(self, enable=True, *, seed=0, clock="manual", start_ns=0):
+        """Turn the synthetic VTL0 guest on or off.
+
+        enable: True/False. seed: any u64; picks each VP's code offset, CR3
+        sequence and exits. clock: "manual" (moves only by ``guest_advance``;
+        for tests) or "wall" (follows the monotonic clock from this call; for
+        the CLI). start_ns: the guest clock's value now. When on, each tdcall
+        for VP n first brings VP n's guest fields and the run page's exit_info
+        to the guest clock. Off (the default): the model is exactly as without it.
+        """
+        if not isinstance(enable, bool):
+            raise TypeError(f"enable must be a bool, not {type(enable).__name__}")
+        if clock not in ("manual", "wall"):
+            raise ValueError(f"clock must be 'manual' or 'wall', got {clock!r}")
+        cdef uint64_t s = _int("seed", seed, 0, _U64)
+        cdef uint64_t t0 = _int("start_ns", start_ns, 0, _U64)
+        _check(c.hcltdx_sim_guest_set(self._ptr(), enable, s, clock == "wall", t0),
+               "configuring the guest")
+
+    @property
+    def guest_enabled(self):
+        """True while the synthetic guest is on."""
+        return bool(c.hcltdx_sim_guest_enabled(self._ptr()))
+
+    @property
+    def guest_clock(self):
+        """The guest clock in ns (manual: what was advanced; wall: plus elapsed time)."""
+        return c.hcltdx_sim_guest_clock(self._ptr())
+
+    def guest_advance(self, ns):
+        """Move the manual guest clock forward by ns nanoseconds."""
+        cdef uint64_t n = _int("ns", ns, 0, _U64)
+        if c.hcltdx_sim_guest_advance(self._ptr(), n):
+            raise ValueError("guest_advance needs the manual clock (guest(clock='manual'))")
+
+    def guest_state(self, vp, t_ns=None):
+        """The guest state of VP vp at clock t_ns (default: now), as a dict.
+
+        Pure: it computes, it does not write the model."""
+        cdef c.hcltdx_sim_guest_values g
+        cdef c.hcltdx_sim *sp = self._ptr()
+        cdef uint32_t v = _vp(self, vp)
+        cdef uint64_t t = c.hcltdx_sim_guest_clock(sp) if t_ns is None else _int("t_ns", t_ns, 0, _U64)
+        _check(c.hcltdx_sim_guest_state(sp, v, t, &g), "computing the guest state")
+        return {"t_ns": t, "rip": g.rip, "rsp": g.rsp, "cr3": g.cr3, "tsc": g.tsc,
+                "preemption_timer": g.preemption_timer, "exit_index": g.exit_index,
+                "exit_reason": g.exit_reason, "qualification": g.qualification,
+                "gpa": g.gpa, "gla": g.gla, "instr_len": g.instr_len,
+                "interruption_info": g.interruption_info, "exit_rax": g.exit_rax}

@@ -31,9 +31,10 @@ def test_demo_runs_on_the_simulator():
     assert any("read_vmcs64" in line for line in lines)
 
 
-def test_cli_demo_subprocess():
+def test_cli_demo_subprocess(tmp_path):
     res = subprocess.run([sys.executable, "-m", "hcltdx", "demo", "--vp-count", "1",
-                          "--memory-mib", "64"], capture_output=True, text=True, timeout=120)
+                          "--memory-mib", "64", "--seconds", "0.2"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "32 ACCEPT" in res.stdout
 

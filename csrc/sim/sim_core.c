@@ -143,6 +143,7 @@ void hcltdx_sim_free(hcltdx_sim *sim)
 
 void hcltdx_sim_reset(hcltdx_sim *sim)
 {
+    atomic_store(&sim->guest.enabled, 0); /* the synthetic guest is off after new */
     memset(sim->run_window, 0, sim->window_len);
     memset(sim->apic_window, 0, sim->window_len);
     memset(sim->vtl1_apic_block, 0, sim->window_len);
@@ -188,6 +189,8 @@ int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)
     uint64_t rax;
     int injected = 0;
 
+    if (atomic_load_explicit(&sim->guest.enabled, memory_order_relaxed))
+        sim_guest_sync(sim, vp); /* the synthetic guest, off by default */
     atomic_fetch_add_explicit(&sim->counters[slot], 1, memory_order_relaxed);
     if (atomic_load_explicit(&sim->fault_armed[slot], memory_order_relaxed) &&
         sim_fault_take(sim, slot, &rax))

@@ -63,6 +63,14 @@ struct sim_fault_slot {
     uint64_t rng;
 };
 
+struct sim_guest {
+    _Atomic int enabled;
+    int wall_clock;
+    uint64_t seed;
+    uint64_t wall_origin;
+    _Atomic uint64_t clock_ns;
+};
+
 struct hcltdx_sim {
     hcltdx_sim_config cfg;
     uint64_t npages;
@@ -91,6 +99,8 @@ struct hcltdx_sim {
     hcltdx_sim_log_entry *log;
     size_t log_head, log_len;
     uint64_t log_seq, log_dropped;
+
+    struct sim_guest guest; /* csrc/sim/sim_guest.c; zero = off */
 };
 
 /* csrc/sim/vmcs_catalogue.c */
@@ -102,6 +112,9 @@ uint64_t hcltdx_vmcs_width_mask(uint32_t encoding);
 uint64_t sim_dispatch(hcltdx_sim *sim, uint32_t vp, uint64_t leaf, uint64_t r[6]);
 uint32_t sim_leaf_slot(uint64_t leaf);
 void sim_vp_reset(hcltdx_sim *sim, struct sim_vp *v, uint32_t index);
+
+/* csrc/sim/sim_guest.c: bring VP vp's guest state up to the guest clock. */
+void sim_guest_sync(hcltdx_sim *sim, uint32_t vp);
 
 /* csrc/sim/sim_core.c */
 int sim_fault_take(hcltdx_sim *sim, uint32_t slot, uint64_t *status);

@@ -90,3 +90,18 @@ from hcltdx.includes.backend cimport hcltdx_backend_ops
 
 cdef extern from "hcltdx/sim.h" nogil:
     const hcltdx_backend_ops hcltdx_sim_backend_ops
+
+cdef extern from "hcltdx/sim.h" nogil:
+    ctypedef struct hcltdx_sim_guest_values:
+        uint64_t rip, rsp, cr3, tsc, preemption_timer
+        uint64_t exit_index
+        uint64_t exit_reason, qualification, gpa, gla, instr_len, interruption_info
+        uint64_t exit_rax
+
+    int hcltdx_sim_guest_set(hcltdx_sim *sim, int enable, uint64_t seed, int wall_clock,
+                             uint64_t start_ns)
+    int hcltdx_sim_guest_enabled(const hcltdx_sim *sim)
+    int hcltdx_sim_guest_advance(hcltdx_sim *sim, uint64_t ns)
+    uint64_t hcltdx_sim_guest_clock(hcltdx_sim *sim)
+    int hcltdx_sim_guest_state(const hcltdx_sim *sim, uint32_t vp, uint64_t t,
+                               hcltdx_sim_guest_values *out)

@@ -182,6 +182,29 @@ size_t hcltdx_sim_log_len(hcltdx_sim *sim);
 uint64_t hcltdx_sim_log_dropped(hcltdx_sim *sim);
 void hcltdx_sim_log_clear(hcltdx_sim *sim);
 
+/* ---- the synthetic guest (csrc/sim/sim_guest.c, docs/guest.md) --------- */
+
+/* Guest state at one clock point, as the formulas of docs/guest.md give it. */
+typedef struct hcltdx_sim_guest_values {
+    uint64_t rip, rsp, cr3, tsc, preemption_timer;
+    uint64_t exit_index; /* number of the latest exit: clock / 100 us */
+    uint64_t exit_reason, qualification, gpa, gla, instr_len, interruption_info;
+    uint64_t exit_rax; /* exit_info.rax: TDX status in 63..32, VMX exit in 31..0 */
+} hcltdx_sim_guest_values;
+
+/* Turn the guest on or off (off: the model is exactly as without it).
+ * wall_clock 0: the clock only moves by hcltdx_sim_guest_advance; 1: it also
+ * follows CLOCK_MONOTONIC from this call. The clock starts at start_ns. */
+int hcltdx_sim_guest_set(hcltdx_sim *sim, int enable, uint64_t seed, int wall_clock,
+                         uint64_t start_ns);
+int hcltdx_sim_guest_enabled(const hcltdx_sim *sim);
+/* Manual clock only (-EINVAL in wall-clock mode). */
+int hcltdx_sim_guest_advance(hcltdx_sim *sim, uint64_t ns);
+uint64_t hcltdx_sim_guest_clock(hcltdx_sim *sim);
+/* The state the guest has at clock t (pure; does not touch the model). */
+int hcltdx_sim_guest_state(const hcltdx_sim *sim, uint32_t vp, uint64_t t,
+                           hcltdx_sim_guest_values *out);
+
 /* ---- the simulator as a tdcall backend ------------------------------------ */
 
 /* ctx = the hcltdx_sim *. tdcall forwards to hcltdx_sim_tdcall; map_page

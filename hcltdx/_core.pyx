@@ -10,7 +10,8 @@ nogil sections and numpy views run over all of them.
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE,
+                             PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release)
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport errno, EINTR
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
@@ -295,8 +296,16 @@ cdef class _Page:
             munlock(self.addr, 4096)
             munmap(self.addr, 4096)
         self.addr = NULL
+        self._release_held()
         self.keep = None
         return 0
+
+    cdef void _release_held(self) noexcept:
+        # The caller's buffer becomes its owner's again (it may be closed,
+        # resized or freed from now on).
+        if self.holding:
+            self.holding = False
+            PyBuffer_Release(&self.held)
 
     def __dealloc__(self):
         if self.addr != NULL and self.exports == 0:
@@ -306,6 +315,7 @@ cdef class _Page:
                 munlock(self.addr, 4096)
                 munmap(self.addr, 4096)
             self.addr = NULL
+        self._release_held()
 
 
 cdef _Page _new_page(Hcl hcl, void *addr, int kind, str label, object keep=None):
@@ -1556,18 +1566,33 @@ cdef tuple _host_private_page(Hcl hcl, uint32_t vp, object supplied):
     """VTL1's APIC page on a real host: the caller's ``(buffer, address)`` or
     a page allocated here, locked, and resolved through /proc/self/pagemap."""
     cdef void *p
-    cdef unsigned char[::1] mv
+    cdef _Page page
+    cdef Py_buffer view
     if supplied is not None:
         if not isinstance(supplied, tuple) or len(supplied) != 2:
             raise TypeError("vtl1_apic_page must be a pair (writable buffer of 4096 bytes, physical address)")
         buf, addr = supplied
-        mv = buf
-        if mv.shape[0] < 4096:
-            raise ValueError("vtl1_apic_page buffer must hold at least 4096 bytes")
         a = _u64(addr, "vtl1_apic_page address")
         if a & 0xFFF:
             raise ValueError(f"vtl1_apic_page address {a:#x} is not 4 KiB-aligned")
-        return _new_page(hcl, <void *>&mv[0], 2, f"VTL1 APIC page of VP {vp}", buf), a
+        # The runner reads and writes this memory for its whole life, so it
+        # holds an export of the buffer until the page is unmapped: while the
+        # runner is open its owner cannot close, resize or free it
+        # (BufferError), as with any numpy view.
+        try:
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
+        except BufferError as e:
+            raise ValueError(f"vtl1_apic_page buffer must be writable and contiguous: {e}") from None
+        except TypeError:
+            raise TypeError(f"vtl1_apic_page buffer must support the buffer protocol, "
+                            f"not {type(buf).__name__}") from None
+        if view.len < 4096:
+            PyBuffer_Release(&view)
+            raise ValueError(f"vtl1_apic_page buffer must hold at least 4096 bytes, it has {view.len}")
+        page = _new_page(hcl, view.buf, 2, f"VTL1 APIC page of VP {vp}", buf)
+        page.held = view
+        page.holding = True
+        return page, a
     p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     if p == MAP_FAILED:
         raise MemoryError("cannot allocate VTL1's APIC page")

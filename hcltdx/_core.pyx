@@ -13,7 +13,7 @@ from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
 from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE,
                              PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release)
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno, EINTR, EFAULT, EINVAL, ENOTTY
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
@@ -26,6 +26,7 @@ from hcltdx.includes.abi cimport (
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
 
+import errno as errno_mod
 import os
 import warnings
 import weakref
@@ -200,6 +201,95 @@ _device_ops.tdcall = _dev_tdcall
 _device_ops.map_page = _dev_map_page
 _device_ops.unmap_page = _dev_unmap_page
 _device_ops.vtl1_apic_page = NULL
+
+
+# ---- what may be used as a VTL fd (checked before anything is written) -------
+
+cdef extern from "<sys/vfs.h>" nogil:
+    cdef struct statfs:
+        long f_type
+    int fstatfs(int fd, statfs *buf)
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_write "write" (int fd, const void *buf, size_t n)
+    ssize_t c_read "read" (int fd, void *buf, size_t n)
+    int pipe2(int fds[2], int flags)
+
+cdef extern from "<fcntl.h>" nogil:
+    int O_CLOEXEC
+
+cdef long FUSE_SUPER_MAGIC = 0x65735546
+
+_FILE_KINDS = {0o040000: "a directory", 0o010000: "a FIFO (pipe)", 0o140000: "a socket",
+               0o060000: "a block device", 0o100000: "a regular file", 0o120000: "a symbolic link"}
+
+
+cdef int _check_vtl_fd(int fd, object where) except -1:
+    """Refuse, before any write, mmap or tdcall, a file that is not a VTL
+    device. The rule: the file is a character device node, an anonymous inode
+    (the fd MSHV_CREATE_VTL returns) or a regular file on a FUSE file system
+    (the stand-in of hcltdx.simdev), and it takes the MSHV_VTL_TDCALL request:
+    issued with a null argument, the request changes nothing and a device
+    that handles it fails it with EFAULT (it tried to read the argument);
+    anything else answers ENOTTY (or EINVAL on a partition without TDX)."""
+    cdef statfs sfs
+    cdef int rc, err = 0
+    st = os.fstat(fd)
+    kind = st.st_mode & 0o170000
+    try:
+        anon = os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:")
+    except OSError:
+        anon = False
+    what = None
+    if kind == 0o020000 or anon:
+        pass
+    elif kind == 0o100000:
+        with nogil:
+            rc = fstatfs(fd, &sfs)
+            if rc != 0:
+                err = errno
+        if rc != 0:
+            raise OSError(err, f"fstatfs on {where} failed: {os.strerror(err)}")
+        if sfs.f_type != FUSE_SUPER_MAGIC:
+            what = "a regular file (not on the FUSE stand-in)"
+    else:
+        what = _FILE_KINDS.get(kind, f"a file of type {kind:#o}")
+    if what is not None:
+        raise ValueError(
+            f"{where} is not an mshv_vtl device: it is {what}. The VTL fd is a character "
+            f"device, the fd MSHV_CREATE_VTL returns, or the file of hcltdx.simdev")
+    with nogil:
+        rc = ioctl(fd, MSHV_VTL_TDCALL, NULL)
+        err = errno if rc < 0 else 0
+    if rc < 0 and err == EFAULT:
+        return 0
+    if rc >= 0:
+        why = "accepted a null request"
+    else:
+        why = f"answered {errno_mod.errorcode.get(err, err)} ({os.strerror(err)})"
+        if err == ENOTTY:
+            why += ": not an mshv_vtl device, or a kernel built without TDX"
+        elif err == EINVAL:
+            why += ": not a TDX partition"
+    raise ValueError(f"{where} is not an mshv_vtl device: MSHV_VTL_TDCALL {why}")
+
+
+cdef bint _page_readable(void *addr) noexcept nogil:
+    """Whether a load from ``addr`` would succeed. The kernel copies one byte
+    from it into a pipe: a page the device refuses (a VP it does not have,
+    where a load would raise SIGBUS) makes that copy fail with EFAULT
+    instead of killing the process."""
+    cdef int fds[2]
+    cdef char c
+    cdef ssize_t n
+    if pipe2(fds, O_CLOEXEC) != 0:
+        return True  # no probe possible: behave as before
+    n = c_write(fds[1], addr, 1)
+    if n == 1:
+        c_read(fds[0], &c, 1)
+    close(fds[0])
+    close(fds[1])
+    return n == 1
 
 
 # ---- the transport: one place every tdcall goes through --------------------
@@ -474,6 +564,10 @@ cdef class Hcl:
         cdef int cfd = mfd
         cdef int err = 0
         try:
+            # /dev/mshv is a character device; nothing else gets the request.
+            if os.fstat(mfd).st_mode & 0o170000 != 0o020000:
+                kind = _FILE_KINDS.get(os.fstat(mfd).st_mode & 0o170000, "not a character device")
+                raise ValueError(f"{mshv_path} is not the mshv device: it is {kind}")
             with nogil:
                 vfd = ioctl(cfd, MSHV_CREATE_VTL, &arg)
                 if vfd < 0:
@@ -493,8 +587,9 @@ cdef class Hcl:
         cdef Hcl h = Hcl.__new__(Hcl)
         if vp_count is None:
             vp_count = os.cpu_count() or 1
-        if not PyLong_Check(vp_count) or not 1 <= vp_count <= 0x10000:
+        if not PyLong_Check(vp_count) or isinstance(vp_count, bool) or not 1 <= vp_count <= 0x10000:
             raise ValueError(f"vp_count must be an int in 1..65536, got {vp_count!r}")
+        _check_vtl_fd(fd, path)
         h.fd = fd
         h.ops = &_device_ops
         h.ctx = <void *><intptr_t>fd
@@ -1132,10 +1227,14 @@ cdef class TdxRunner:
             if err:
                 raise OSError(err, f"mapping the run page of VP {vp} failed: {os.strerror(err)}")
             r._run_page = _new_page(hcl, page, 0, f"run page of VP {vp}")
+            if hcl.fd >= 0:
+                _check_mapped(hcl, vp, page, "run page")
             err = hcl.ops.map_page(hcl.ctx, MSHV_APIC_PAGE_OFFSET | vp, &page)
             if err:
                 raise OSError(err, f"mapping the VTL0 APIC page of VP {vp} failed: {os.strerror(err)}")
             r._apic0 = _new_page(hcl, page, 0, f"VTL0 APIC page of VP {vp}")
+            if hcl.fd >= 0:
+                _check_mapped(hcl, vp, page, "VTL0 APIC page")
             r.run = <hcl_run *>r._run_page.addr
             r.tdx = hcl_run_tdx(r.run)
             for i in range(8):
@@ -1560,6 +1659,20 @@ cdef object _poll_module():
 
 cdef object _cpuset_to_set(cpu_set_t *s):
     return {i for i in range(1024) if CPU_ISSET(i, s)}
+
+
+cdef int _check_mapped(Hcl hcl, uint32_t vp, void *page, str what) except -1:
+    # The device maps any offset, but a VP it does not have faults on first
+    # touch (SIGBUS, spec 10.2): find that out before anything reads or writes.
+    cdef bint ok
+    with nogil:
+        ok = _page_readable(page)
+    if not ok:
+        raise ValueError(
+            f"VP {vp} does not exist on {hcl.path}: its {what} cannot be read (a load would be "
+            f"SIGBUS); the device has fewer VPs than vp_count={hcl.vp_count}, so pass its real "
+            f"VP count to Hcl.open")
+    return 0
 
 
 cdef tuple _host_private_page(Hcl hcl, uint32_t vp, object supplied):

@@ -110,3 +110,78 @@ def test_caller_apic_page_checked_before_the_runner_exists():
     check(res)
     assert res.stdout.splitlines() == ["ValueError", "ValueError", "ValueError", "TypeError",
                                        "runner False"], res.stdout + res.stderr[-2000:]
+
+
+# ---- only a VTL device is opened; a VP the device lacks is an exception, not SIGBUS ----
+
+def test_open_refuses_files_that_are_not_a_vtl_device(tmp_path):
+    res = run_py("""
+        import os, sys, hcltdx
+        tmp = sys.argv[1]
+        path = os.path.join(tmp, "not-a-device")
+        content = bytes(range(256)) * 64          # 16 KiB: run page and more
+        with open(path, "wb") as f:
+            f.write(content)
+        fifo = os.path.join(tmp, "fifo")
+        os.mkfifo(fifo)
+        rd, wr = os.pipe()
+        cases = [("regular file", lambda: hcltdx.Hcl.open(path, vp_count=1)),
+                 ("directory", lambda: hcltdx.Hcl.open(tmp, vp_count=1)),
+                 ("/dev/null", lambda: hcltdx.Hcl.open("/dev/null", vp_count=1)),
+                 ("fifo", lambda: hcltdx.Hcl.open(fifo, vp_count=1)),
+                 ("pipe", lambda: hcltdx.Hcl.from_fd(rd, vp_count=1)),
+                 ("/dev/mshv regular", lambda: hcltdx.Hcl.create_vtl(path, vp_count=1))]
+        for name, f in cases:
+            try:
+                h = f()
+            except (ValueError, IsADirectoryError) as e:
+                print(name, "refused", type(e).__name__)
+                continue
+            print(name, "opened")
+            try:
+                h.runner(0)
+            except Exception as e:
+                pass
+        with open(path, "rb") as f:
+            print("file unchanged", f.read() == content)
+    """, args=(str(tmp_path),))
+    check(res, "regular file refused ValueError", "/dev/null refused ValueError",
+          "fifo refused ValueError", "pipe refused ValueError",
+          "/dev/mshv regular refused ValueError", "file unchanged True")
+    assert ("directory refused ValueError" in res.stdout
+            or "directory refused IsADirectoryError" in res.stdout), res.stdout
+
+
+def test_open_refusal_names_the_file_and_the_rule(tmp_path):
+    import hcltdx
+
+    path = tmp_path / "plain"
+    path.write_bytes(b"\0" * 8192)
+    with pytest.raises(ValueError, match="not an mshv_vtl device: it is a regular file"):
+        hcltdx.Hcl.open(path, vp_count=1)
+    with pytest.raises(ValueError, match="MSHV_VTL_TDCALL answered ENOTTY"):
+        hcltdx.Hcl.open("/dev/null", vp_count=1)
+    assert path.read_bytes() == b"\0" * 8192
+
+
+@needs_device
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs (VP 1 runs on CPU 1)")
+def test_runner_for_a_vp_the_device_lacks_raises():
+    # The README's Hcl.open(path) without vp_count: the default (one VP per
+    # CPU) may exceed what the device has. Touching that VP's page is SIGBUS.
+    res = run_py("""
+        import hcltdx
+        from hcltdx import simdev
+        with simdev.mount(vp_count=1) as dev:
+            hcl = hcltdx.Hcl.open(dev.path)             # vp_count: one per CPU, >= 2
+            try:
+                hcl.runner(1)
+                print("runner made")
+            except ValueError as e:
+                print("refused", "VP 1 does not exist" in str(e))
+            with hcl.runner(0) as r:                   # the VP it has still works
+                r.tdx_enter_guest_gps()[0] = 5
+                print("vp 0 ok", dev.sim.run_page(0)[512])
+            hcl.close()
+    """)
+    check(res, "refused True", "vp 0 ok 5")

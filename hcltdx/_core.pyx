@@ -65,6 +65,7 @@ cdef uint64_t PAGE_SIZE = 4096
 cdef uint64_t LARGE_PAGE = 0x200000
 cdef uint64_t ALL_ONES = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t GPA_PAGE_MASK = 0x000FFFFFFFFFF000
+GPA_LIMIT = 1 << 52  # first address whose page number does not fit 40 bits
 
 cdef enum:
     LEAF_VP_VMCALL = 0
@@ -874,6 +875,7 @@ cdef struct page_op:
     int err
     uint64_t got_rcx
     uint64_t got_rdx
+    uint64_t chunk_done      # bytes at st.start accepted whose attribute step then failed
 
 
 cdef int _call_retrying(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
@@ -941,6 +943,7 @@ cdef int _accept_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
                 if st.set_attrs:
                     out = _set_page_attr(ops, ctx, t, st.start | 1, st, &signalled)
                     if out != OUT_OK:
+                        st.chunk_done = LARGE_PAGE
                         return out
                 st.start += LARGE_PAGE
                 continue
@@ -974,6 +977,7 @@ cdef int _accept_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
         if st.set_attrs:
             out = _set_page_attr(ops, ctx, t, st.start, st, &signalled)
             if out != OUT_OK:
+                st.chunk_done = PAGE_SIZE
                 return out
         st.start += PAGE_SIZE
     return OUT_OK
@@ -1005,10 +1009,17 @@ cdef int _set_attrs_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t
 
 cdef object _as_range(object rng):
     if isinstance(rng, MemoryRange):
-        return rng
-    if isinstance(rng, tuple) and len(rng) == 2:
-        return MemoryRange(rng[0], rng[1])
-    raise TypeError(f"range must be a MemoryRange or a (start, end) tuple, not {type(rng).__name__}")
+        r = rng
+    elif isinstance(rng, tuple) and len(rng) == 2:
+        r = MemoryRange(rng[0], rng[1])
+    else:
+        raise TypeError(f"range must be a MemoryRange or a (start, end) tuple, not {type(rng).__name__}")
+    # ACCEPT and ATTR.WR carry the page number in RCX bits 12-51 (40 bits):
+    # a page at or above 2**52 cannot be named (spec 7.10, 10.5).
+    if r.end > GPA_LIMIT:
+        raise ValueError(f"range {r} reaches past the 40-bit GPA page number field: "
+                         f"every page must lie below {GPA_LIMIT:#x} (2**52)")
+    return r
 
 
 cdef int _run_page_loop(Hcl hcl, page_op *st, bint accept) except -1:
@@ -1042,6 +1053,25 @@ cdef object _verify_error(page_op *st, uint64_t mapping):
         f"(wrote {st.attrs:#x})")
 
 
+cdef object _with_progress(object exc, object rng, str name, object done, object attrs_set,
+                           bint accept=True):
+    """Every failure of the page loops says how far they got, also those
+    that are not an AcceptPagesError (an OSError of the transport, a failed
+    read-back, a signal handler's exception): ``range`` and ``accepted``
+    (``done`` for set-attributes), plus ``attributes_set`` for accept."""
+    try:
+        exc.range = rng
+        setattr(exc, name, done)
+        if accept:
+            exc.attributes_set = attrs_set
+        note = getattr(exc, "add_note", None)
+        if note is not None:
+            note(f"{'accepted' if name == 'accepted' else 'attributes set'} so far: {done}")
+    except (AttributeError, TypeError):
+        pass
+    return exc
+
+
 def _accept_pages(Hcl hcl not None, rng, attributes, verify):
     cdef page_op st
     hcl._check_open()
@@ -1057,21 +1087,32 @@ def _accept_pages(Hcl hcl not None, rng, attributes, verify):
         st.set_attrs = True
     st.verify = bool(verify)
     cdef uint64_t begin = st.start
-    cdef int out = _run_page_loop(hcl, &st, True)
+    cdef int out
+    try:
+        out = _run_page_loop(hcl, &st, True)
+    except BaseException as e:
+        # A signal handler raised between two chunks (or the Hcl was closed
+        # by another thread): st.start is the end of what was accepted.
+        done = MemoryRange(begin, st.start)
+        raise _with_progress(e, rng, "accepted", done, done if st.set_attrs else None)
     if out == OUT_OK:
         return None
-    accepted = MemoryRange(begin, st.start)
+    # The chunk at st.start was accepted when only its attribute step failed.
+    accepted = MemoryRange(begin, st.start + st.chunk_done)
+    attrs_set = MemoryRange(begin, st.start) if st.set_attrs else None
     if out == OUT_ERRNO:
-        raise _oserror(st.err, hcl, 0, st.leaf)
+        raise _with_progress(_oserror(st.err, hcl, 0, st.leaf), rng, "accepted", accepted, attrs_set)
     if out == OUT_VERIFY:
-        raise _verify_error(&st, st.start | st.level)
+        raise _with_progress(_verify_error(&st, st.start | st.level), rng, "accepted", accepted,
+                             attrs_set)
     cls = {OUT_BUSY: AcceptPagesBusy, OUT_INVALID: AcceptPagesInvalid,
            OUT_ALREADY: PageAlreadyAcceptedError, OUT_UNKNOWN: AcceptPagesUnknown,
            OUT_ATTRS: AcceptPagesAttributes}[out]
     what = None
     if out == OUT_ALREADY:
         what = f"page {st.gpa // 4096} already accepted"
-    raise cls(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level, accepted=accepted, what=what)
+    raise cls(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level, accepted=accepted,
+              attributes_set=attrs_set, what=what)
 
 
 def _set_page_attributes(Hcl hcl not None, rng, attributes, mask, verify):
@@ -1086,15 +1127,20 @@ def _set_page_attributes(Hcl hcl not None, rng, attributes, mask, verify):
     st.set_attrs = True
     st.verify = bool(verify)
     cdef uint64_t begin = st.start
-    cdef int out = _run_page_loop(hcl, &st, False)
+    cdef int out
+    try:
+        out = _run_page_loop(hcl, &st, False)
+    except BaseException as e:
+        raise _with_progress(e, rng, "done", MemoryRange(begin, st.start), None, False)
     if out == OUT_OK:
         return None
+    done = MemoryRange(begin, st.start)
     if out == OUT_ERRNO:
-        raise _oserror(st.err, hcl, 0, st.leaf)
+        raise _with_progress(_oserror(st.err, hcl, 0, st.leaf), rng, "done", done, None, False)
     if out == OUT_VERIFY:
-        raise _verify_error(&st, st.start | st.level)
+        raise _with_progress(_verify_error(&st, st.start | st.level), rng, "done", done, None, False)
     raise SetPageAttributesError(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level,
-                                 done=MemoryRange(begin, st.start))
+                                 done=done)
 
 
 # ---- private registers (section 7.16) -----------------------------------------

@@ -403,3 +403,64 @@ def test_exception_returned_through_a_process_pool_does_not_hang():
     """, timeout=60)
     # 2826 = 0xB0A PAGE_ALREADY_ACCEPTED; 27670 = 0x6C16 HOST_RIP (SDM encoding)
     check(res, "PageAlreadyAcceptedError 0x0-0x0 2826", "raised VmcsAccessError 0 27670")
+
+
+# ---- a lenient replay never loops on an EINTR record --------------------------------------
+
+@pytest.mark.parametrize("how", ["accept", "batch", "tdcall"])
+def test_lenient_replay_of_an_eintr_record_ends(how):
+    res = run_py(f"""
+        import errno
+        import numpy as np
+        import hcltdx
+        from hcltdx import MemoryRange
+        from hcltdx.trace import TRACE_DTYPE
+        from hcltdx.tdx import vmcs_field_code
+        from hcltdx.vmx import VmcsField
+
+        rip = int(vmcs_field_code(VmcsField.VMX_VMCS_GUEST_RIP, 0))
+        a = np.zeros(3, TRACE_DTYPE)
+        # An interrupted ACCEPT of page 0, then its retry that succeeded; the
+        # same for a VP.RD of guest RIP (which returned 0x1234).
+        a["in_rax"] = [6, 6, 9]
+        a["err"] = [errno.EINTR, 0, errno.EINTR]
+        a["in_rdx"][2] = rip
+        how = {how!r}
+        if how == "batch":
+            # A real recording: runner set-up, then two reads of RIP, the
+            # first of them interrupted once (its retry is the next record).
+            sim_hcl = hcltdx.Hcl.simulated(vp_count=1)
+            with sim_hcl.trace() as t:
+                with sim_hcl.runner(0) as sr:
+                    sr.write_vmcs64(0, VmcsField.VMX_VMCS_GUEST_RIP, 0x1234, (1 << 64) - 1)
+                    sr.read_vmcs_batch(0, [VmcsField.VMX_VMCS_GUEST_RIP])
+                    sr.read_vmcs_batch(0, [VmcsField.VMX_VMCS_GUEST_RIP])
+            a = t.calls.copy()
+            reads = np.flatnonzero((a["in_rax"] == 9) & (a["in_rdx"] == rip))
+            assert len(reads) == 2
+            a["err"][reads[0]] = errno.EINTR
+        hcl = hcltdx.Hcl.replay(a, strict=False)
+        if how == "batch":
+            r = hcl.runner(0)
+        for attempt in range(2):
+            try:
+                if how == "accept":
+                    hcl.mshv_vtl.tdx_accept_pages(MemoryRange(0, 4096))
+                elif how == "batch":
+                    print(attempt, hex(r.read_vmcs_batch(0, [VmcsField.VMX_VMCS_GUEST_RIP])[0]))
+                else:
+                    hcl.tdcall(0, 9, rdx=rip)
+                print(attempt, "ok")
+            except OSError as e:
+                print(attempt, errno.errorcode.get(e.errno, e.errno))
+    """, timeout=30)
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr[-2000:])
+    out = res.stdout.splitlines()
+    if how == "accept":
+        # The recorded EINTR is served once, its recorded retry answers;
+        # the second accept finds the successful record again.
+        assert out == ["0 ok", "1 ok"], out
+    elif how == "tdcall":
+        assert out == ["0 EINTR", "1 EPROTO"], out
+    else:
+        assert out == ["0 0x1234", "0 ok", "1 0x1234", "1 ok"], out

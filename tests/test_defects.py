@@ -464,3 +464,129 @@ def test_lenient_replay_of_an_eintr_record_ends(how):
         assert out == ["0 EINTR", "1 EPROTO"], out
     else:
         assert out == ["0 0x1234", "0 ok", "1 0x1234", "1 ok"], out
+
+
+# ---- a forked child does not own its parent's stand-in ---------------------------------------
+
+@needs_device
+@pytest.mark.parametrize("in_process", [True, False])
+@pytest.mark.parametrize("exit_how", ["atexit", "with", "close"])
+def test_forked_child_leaves_the_parents_device_alone(in_process, exit_how):
+    res = run_py(f"""
+        import os, sys, hcltdx
+        from hcltdx import simdev
+        how = {exit_how!r}
+        cm = simdev.mount(vp_count=1, in_process={in_process!r})
+        dev = cm.__enter__()          # no `with`: only atexit would close it
+        pid = os.fork()
+        if pid == 0:
+            if how == "with":
+                with dev:              # the child's exit unwinds a `with` of the device
+                    sys.exit(0)
+            if how == "close":
+                dev.close()
+            sys.exit(0)                # interpreter exit: atexit runs
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+        print("still mounted", simdev.is_mounted(dev.mountpoint))
+        with hcltdx.Hcl.open(dev.path, vp_count=1) as h, h.runner(0) as r:
+            r.tdx_enter_guest_gps()[1] = 7
+            print("serves", int(r.tdx_enter_guest_gps()[1]))
+        cm.__exit__(None, None, None)
+        print("unmounted after", not simdev.is_mounted(dev.mountpoint)
+              and not os.path.exists(dev.mountpoint))
+    """, timeout=60)
+    check(res, "child exit 0", "still mounted True", "serves 7", "unmounted after True")
+
+
+# ---- `hcltdx simdev` reports bad arguments in one line and leaves nothing behind ----------
+
+@needs_device
+@pytest.mark.parametrize("args,status", [
+    (["--vp-count", "0"], 2), (["--vp-count", "x"], 2), (["--vp-count", "100000"], 2),
+    (["--memory-size", "3"], 2), (["--memory-size", "lots"], 2), (["--cpu", "4096"], 2),
+    (["--sim-kwargs", "{"], 2), (["--sim-kwargs", '{"no_such_option": 1}'], 2),
+    (["--sim-kwargs", '{"memory_size": 3}'], 2), (["--ready-fd", "999"], 2),
+])
+def test_simdev_mount_bad_arguments(tmp_path, args, status):
+    target = tmp_path / "a" / "b" / "mnt"
+    res = run_cli("mount", str(target), "--quiet", *args)
+    assert res.returncode == status, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr and res.stderr.strip(), res.stderr
+    last = res.stderr.strip().splitlines()[-1]  # usage, then one line that says what is wrong
+    assert "error: argument" in last or last.startswith("hcltdx simdev: cannot serve"), last
+    assert not (tmp_path / "a").exists()  # no directory left behind
+
+
+@needs_device
+def test_simdev_mount_on_a_file_or_unmountable_place(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    for target in (f, f / "sub"):
+        res = run_cli("mount", str(target), "--quiet")
+        assert res.returncode == 1, (res.returncode, res.stderr)
+        assert "Traceback" not in res.stderr and "cannot serve" in res.stderr, res.stderr
+    assert f.read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@needs_device
+def test_simdev_umount_errors_are_one_line(tmp_path):
+    for target in (tmp_path / "missing", tmp_path, "/proc/self/nonexistent/x"):
+        res = run_cli("umount", str(target))
+        assert res.returncode == 1, (res.returncode, res.stderr)
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@needs_device
+def test_simdev_mount_removes_the_directory_it_created(tmp_path):
+    import signal
+    import time
+
+    from hcltdx import simdev
+
+    target = tmp_path / "new" / "mnt"
+    proc = subprocess.Popen([sys.executable, "-m", "hcltdx.simdev", "mount", str(target), "--quiet"],
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (target / "mshv_vtl").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not simdev.is_mounted(target) and not (tmp_path / "new").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        simdev.umount(target, force=True)
+    # An existing directory is the caller's: it stays.
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "hcltdx.simdev", "mount", str(keep), "--quiet"])
+    try:
+        deadline = time.monotonic() + 30
+        while not (keep / "mshv_vtl").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert keep.is_dir() and not simdev.is_mounted(keep)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        simdev.umount(keep, force=True)
+
+
+def test_simdev_mount_function_checks_its_arguments_first():
+    from hcltdx import simdev
+
+    for bad in (0, 65, "2", True, 1.0):
+        with pytest.raises(ValueError, match="vp_count"):
+            with simdev.mount(vp_count=bad):
+                pass
+    with pytest.raises(ValueError, match="daemon_cpu"):
+        with simdev.mount(vp_count=1, daemon_cpu=4096):
+            pass

@@ -1265,10 +1265,17 @@ cdef class TdxRunner:
         r.hcl = hcl
         r.vp = vp
         r.owner = PyThread_get_thread_ident()
-        if hcl.fd >= 0:
-            _pin(vp, &saved)
-            r._saved_affinity = _cpuset_to_set(&saved)
+        # The caller's page is checked (and held) before anything is pinned,
+        # mapped or written.
+        if vtl1_apic_page is not None:
+            if hcl.ops.vtl1_apic_page != NULL:
+                raise ValueError("vtl1_apic_page is only for device backends; "
+                                 "the simulator provides VTL1's APIC page")
+            r._apic1, gpa = _host_private_page(hcl, vp, vtl1_apic_page)
         try:
+            if hcl.fd >= 0:
+                _pin(vp, &saved)
+                r._saved_affinity = _cpuset_to_set(&saved)
             err = hcl.ops.map_page(hcl.ctx, vp, &page)
             if err:
                 raise OSError(err, f"mapping the run page of VP {vp} failed: {os.strerror(err)}")
@@ -1286,15 +1293,12 @@ cdef class TdxRunner:
             for i in range(8):
                 r.run.proxy_irr_blocked[i] = 0xFFFFFFFF
             if hcl.ops.vtl1_apic_page != NULL:
-                if vtl1_apic_page is not None:
-                    raise ValueError("vtl1_apic_page is only for device backends; "
-                                     "the simulator provides VTL1's APIC page")
                 err = hcl.ops.vtl1_apic_page(hcl.ctx, vp, &page, &gpa)
                 if err:
                     raise OSError(err, f"obtaining VTL1's APIC page of VP {vp} failed")
                 r._apic1 = _new_page(hcl, page, 2, f"VTL1 APIC page of VP {vp}", hcl.sim)
-            else:
-                r._apic1, gpa = _host_private_page(hcl, vp, vtl1_apic_page)
+            elif r._apic1 is None:
+                r._apic1, gpa = _host_private_page(hcl, vp, None)
             r._vp_wr(vmcs_code(VIRTUAL_APIC_PAGE_ENCODING, 1), gpa, ALL_ONES,
                      VmcsField(VIRTUAL_APIC_PAGE_ENCODING), 1)
         except VmcsAccessError as e:

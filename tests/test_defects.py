@@ -103,13 +103,28 @@ def test_caller_apic_page_checked_before_the_runner_exists():
                     print("accepted")
                 except (TypeError, ValueError) as e:
                     print(type(e).__name__)
+            # Refused before anything was written: proxy_irr_blocked (run page
+            # offset 0x634, spec 3.1) still zero, not all ones.
+            print("untouched", not dev.sim.run_page(0)[0x634:0x654].any())
             r = h.runner(0, vtl1_apic_page=(bytearray(4096), 0x1000))  # nothing was left open
             print("runner", r.closed)
             r.close(); h.close()
     """)
     check(res)
     assert res.stdout.splitlines() == ["ValueError", "ValueError", "ValueError", "TypeError",
-                                       "runner False"], res.stdout + res.stderr[-2000:]
+                                       "untouched True", "runner False"], res.stdout + res.stderr[-2000:]
+
+
+def test_vtl1_apic_page_on_the_simulator_is_refused_before_any_write():
+    import hcltdx
+
+    h = hcltdx.Hcl.simulated(vp_count=1)
+    with pytest.raises(ValueError, match="only for device backends"):
+        h.runner(0, vtl1_apic_page=(bytearray(4096), 0x1000))
+    assert not h.sim.run_page(0)[0x634:0x654].any()
+    assert sum(h.sim.counters().values()) == 0
+    with h.runner(0) as r:
+        assert r.tdx_apic_page(hcltdx.GuestVtl.VTL1) is not None
 
 
 # ---- only a VTL device is opened; a VP the device lacks is an exception, not SIGBUS ----
@@ -590,3 +605,22 @@ def test_simdev_mount_function_checks_its_arguments_first():
     with pytest.raises(ValueError, match="daemon_cpu"):
         with simdev.mount(vp_count=1, daemon_cpu=4096):
             pass
+
+
+def test_forked_child_does_not_disarm_the_parents_watchdog(tmp_path):
+    res = run_py("""
+        import os, sys, time
+        from hcltdx import simdev
+        with simdev.Watchdog(sys.argv[1], 1.0) as dog:
+            pid = os.fork()
+            if pid == 0:
+                dog.disarm()         # the child's copy: must not reach the parent's thread
+                sys.exit(0)          # and unwinding the `with` neither
+            _, status = os.waitpid(pid, 0)
+            print("child exit", os.waitstatus_to_exitcode(status))
+            deadline = time.monotonic() + 20
+            while not dog.fired and time.monotonic() < deadline:
+                time.sleep(0.05)
+            print("fired", dog.fired)
+    """, timeout=60, args=(str(tmp_path),))
+    check(res, "child exit 0", "fired True")

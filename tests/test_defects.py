@@ -624,3 +624,17 @@ def test_forked_child_does_not_disarm_the_parents_watchdog(tmp_path):
             print("fired", dog.fired)
     """, timeout=60, args=(str(tmp_path),))
     check(res, "child exit 0", "fired True")
+
+
+def test_trace_load_refuses_other_files_with_valueerror(tmp_path):
+    import numpy as np
+    from hcltdx.trace import Trace
+
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "b.txt").write_text("hello")
+    (tmp_path / "c.npz").write_bytes(b"PK\x03\x04" + b"\0" * 40)   # a broken zip
+    np.savez(tmp_path / "d.npz", calls=np.zeros(3), metadata=np.array("not json"))
+    np.savez(tmp_path / "e.npz", calls=np.zeros(3), metadata=np.array("[1]"))
+    for name in ("a.npy", "b.txt", "c.npz", "d.npz", "e.npz"):
+        with pytest.raises(ValueError, match="not an hcltdx trace file"):
+            Trace.load(tmp_path / name)

@@ -449,7 +449,11 @@ cdef class MshvVtl:
         back after each write (the seed's debug-build check).
 
         Raises a subclass of :class:`AcceptPagesError` (busy, invalid,
-        attributes, unknown, already accepted) that says how far it got.
+        attributes, unknown, already accepted) that says how far it got;
+        any other failure (OSError, PageAttributesVerifyError, a signal
+        handler's exception) carries ``range``, ``accepted`` and
+        ``attributes_set`` too. A range reaching past 2**52 (the 40-bit
+        page-number field) is a ValueError before any call.
         """
         return _accept_pages(self._hcl(), range, attributes, verify)
 
@@ -514,7 +518,14 @@ cdef class Hcl:
     def open(path="/dev/mshv_vtl", vp_count=None, *, tsc_deadline_layout=False):
         """Open a file that *is* the VTL fd: a real device node, or the
         stand-in of :mod:`hcltdx.simdev`. ``vp_count`` defaults to the number
-        of CPUs (each VP runs on its own CPU)."""
+        of CPUs (each VP runs on its own CPU); a runner for a VP the device
+        does not have raises ValueError before touching its pages.
+
+        Before anything is written, mapped or issued, the file must be a
+        character device, the anonymous-inode fd of ``MSHV_CREATE_VTL`` or a
+        regular file on FUSE, and must take ``MSHV_VTL_TDCALL`` (probed once
+        with a null argument, which changes nothing: the driver answers
+        EFAULT, other files ENOTTY). Anything else is a ValueError."""
         path = os.fspath(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -536,7 +547,8 @@ cdef class Hcl:
     @staticmethod
     def from_fd(fd, vp_count=None, *, tsc_deadline_layout=False):
         """Wrap a VTL fd the caller already has. hcltdx works on a duplicate,
-        so the caller keeps (and closes) its own."""
+        so the caller keeps (and closes) its own. The fd is checked as in
+        :meth:`open`."""
         if not PyLong_Check(fd) or fd < 0:
             raise ValueError(f"fd must be a non-negative int, got {fd!r}")
         dup = os.dup(fd)
@@ -755,8 +767,11 @@ cdef class Hcl:
         On a device the calling thread is pinned to CPU ``vp`` for the
         runner's life; the runner belongs to that thread. ``vtl1_apic_page``
         (devices only): ``(buffer, physical_address)`` of a page the caller
-        provides; by default hcltdx allocates and locks one and resolves its
-        address through ``/proc/self/pagemap`` (needs CAP_SYS_ADMIN)."""
+        provides, a writable contiguous buffer of at least 4096 bytes that the
+        runner holds (a buffer export) until it is closed: meanwhile the
+        owner cannot close, resize or free it (BufferError). By default
+        hcltdx allocates and locks one and resolves its address through
+        ``/proc/self/pagemap`` (needs CAP_SYS_ADMIN)."""
         self._check_open()
         cdef uint32_t cvp = self._vp_index(vp)
         existing = self._runners.get(cvp)

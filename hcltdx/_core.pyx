@@ -549,7 +549,7 @@ cdef class Hcl:
         """Wrap a VTL fd the caller already has. hcltdx works on a duplicate,
         so the caller keeps (and closes) its own. The fd is checked as in
         :meth:`open`."""
-        if not PyLong_Check(fd) or fd < 0:
+        if not PyLong_Check(fd) or isinstance(fd, bool) or fd < 0:
             raise ValueError(f"fd must be a non-negative int, got {fd!r}")
         dup = os.dup(fd)
         os.set_inheritable(dup, False)

@@ -170,6 +170,12 @@ def test_open_refuses_files_that_are_not_a_vtl_device(tmp_path):
 def test_open_refusal_names_the_file_and_the_rule(tmp_path):
     import hcltdx
 
+    for bad in (True, -1, 1.0):               # True would be stdout
+        with pytest.raises(ValueError, match="fd must be"):
+            hcltdx.Hcl.from_fd(bad, vp_count=1)
+    with pytest.raises(ValueError, match="vp_count"):
+        hcltdx.Hcl.open("/dev/null", vp_count=True)
+
     path = tmp_path / "plain"
     path.write_bytes(b"\0" * 8192)
     with pytest.raises(ValueError, match="not an mshv_vtl device: it is a regular file"):

@@ -1029,8 +1029,8 @@ cdef object _as_range(object rng):
         r = MemoryRange(rng[0], rng[1])
     else:
         raise TypeError(f"range must be a MemoryRange or a (start, end) tuple, not {type(rng).__name__}")
-    # ACCEPT and ATTR.WR carry the page number in RCX bits 12-51 (40 bits):
-    # a page at or above 2**52 cannot be named (spec 7.10, 10.5).
+    # ACCEPT and ATTR.WR carry the page number in RCX bits 12-51 (40 bits,
+    # spec 4.2): a page at or above 2**52 cannot be named.
     if r.end > GPA_LIMIT:
         raise ValueError(f"range {r} reaches past the 40-bit GPA page number field: "
                          f"every page must lie below {GPA_LIMIT:#x} (2**52)")

@@ -211,7 +211,8 @@ def test_runner_for_a_vp_the_device_lacks_raises():
 # ---- the page loops report what they did, on every failure path ---------------------------
 
 ACCEPT, ATTR_WR, ATTR_RD = 6, 24, 23
-# L2 VM1 attributes 0x800F and the ALL_CHANGED mask, as test_runner.py (spec 7.10)
+# TdgMemPageGpaAttr with l2_vm1 = 0x800F and TdgMemPageAttrWriteR8 with l2_vm1 =
+# ALL_CHANGED (spec 4.2), the values test_runner.py uses
 ATTRS = (0x800F << 16, 0xF << 16)
 
 

@@ -114,11 +114,14 @@ cdef class _Page:
     cdef int kind            # 0 backend page, 1 page hcltdx allocated, 2 caller's buffer
     cdef Hcl hcl
     cdef object keep         # the caller's buffer (kind 2)
+    cdef Py_buffer held      # kind 2 from a caller: an export of its buffer, held till unmap
+    cdef bint holding
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
     cdef readonly str label
     cdef object __weakref__
     cdef int _unmap(self) except -1
+    cdef void _release_held(self) noexcept
 
 
 @cython.final

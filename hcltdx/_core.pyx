@@ -10,9 +10,10 @@ nogil sections and numpy views run over all of them.
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE,
+                             PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release)
 from cpython.pythread cimport PyThread_get_thread_ident
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno, EINTR, EFAULT, EINVAL, ENOTTY
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
@@ -25,6 +26,7 @@ from hcltdx.includes.abi cimport (
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
 
+import errno as errno_mod
 import os
 import warnings
 import weakref
@@ -63,6 +65,7 @@ cdef uint64_t PAGE_SIZE = 4096
 cdef uint64_t LARGE_PAGE = 0x200000
 cdef uint64_t ALL_ONES = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t GPA_PAGE_MASK = 0x000FFFFFFFFFF000
+GPA_LIMIT = 1 << 52  # first address whose page number does not fit 40 bits
 
 cdef enum:
     LEAF_VP_VMCALL = 0
@@ -201,6 +204,95 @@ _device_ops.unmap_page = _dev_unmap_page
 _device_ops.vtl1_apic_page = NULL
 
 
+# ---- what may be used as a VTL fd (checked before anything is written) -------
+
+cdef extern from "<sys/vfs.h>" nogil:
+    cdef struct statfs:
+        long f_type
+    int fstatfs(int fd, statfs *buf)
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_write "write" (int fd, const void *buf, size_t n)
+    ssize_t c_read "read" (int fd, void *buf, size_t n)
+    int pipe2(int fds[2], int flags)
+
+cdef extern from "<fcntl.h>" nogil:
+    int O_CLOEXEC
+
+cdef long FUSE_SUPER_MAGIC = 0x65735546
+
+_FILE_KINDS = {0o040000: "a directory", 0o010000: "a FIFO (pipe)", 0o140000: "a socket",
+               0o060000: "a block device", 0o100000: "a regular file", 0o120000: "a symbolic link"}
+
+
+cdef int _check_vtl_fd(int fd, object where) except -1:
+    """Refuse, before any write, mmap or tdcall, a file that is not a VTL
+    device. The rule: the file is a character device node, an anonymous inode
+    (the fd MSHV_CREATE_VTL returns) or a regular file on a FUSE file system
+    (the stand-in of hcltdx.simdev), and it takes the MSHV_VTL_TDCALL request:
+    issued with a null argument, the request changes nothing and a device
+    that handles it fails it with EFAULT (it tried to read the argument);
+    anything else answers ENOTTY (or EINVAL on a partition without TDX)."""
+    cdef statfs sfs
+    cdef int rc, err = 0
+    st = os.fstat(fd)
+    kind = st.st_mode & 0o170000
+    try:
+        anon = os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:")
+    except OSError:
+        anon = False
+    what = None
+    if kind == 0o020000 or anon:
+        pass
+    elif kind == 0o100000:
+        with nogil:
+            rc = fstatfs(fd, &sfs)
+            if rc != 0:
+                err = errno
+        if rc != 0:
+            raise OSError(err, f"fstatfs on {where} failed: {os.strerror(err)}")
+        if sfs.f_type != FUSE_SUPER_MAGIC:
+            what = "a regular file (not on the FUSE stand-in)"
+    else:
+        what = _FILE_KINDS.get(kind, f"a file of type {kind:#o}")
+    if what is not None:
+        raise ValueError(
+            f"{where} is not an mshv_vtl device: it is {what}. The VTL fd is a character "
+            f"device, the fd MSHV_CREATE_VTL returns, or the file of hcltdx.simdev")
+    with nogil:
+        rc = ioctl(fd, MSHV_VTL_TDCALL, NULL)
+        err = errno if rc < 0 else 0
+    if rc < 0 and err == EFAULT:
+        return 0
+    if rc >= 0:
+        why = "accepted a null request"
+    else:
+        why = f"answered {errno_mod.errorcode.get(err, err)} ({os.strerror(err)})"
+        if err == ENOTTY:
+            why += ": not an mshv_vtl device, or a kernel built without TDX"
+        elif err == EINVAL:
+            why += ": not a TDX partition"
+    raise ValueError(f"{where} is not an mshv_vtl device: MSHV_VTL_TDCALL {why}")
+
+
+cdef bint _page_readable(void *addr) noexcept nogil:
+    """Whether a load from ``addr`` would succeed. The kernel copies one byte
+    from it into a pipe: a page the device refuses (a VP it does not have,
+    where a load would raise SIGBUS) makes that copy fail with EFAULT
+    instead of killing the process."""
+    cdef int fds[2]
+    cdef char c
+    cdef ssize_t n
+    if pipe2(fds, O_CLOEXEC) != 0:
+        return True  # no probe possible: behave as before
+    n = c_write(fds[1], addr, 1)
+    if n == 1:
+        c_read(fds[0], &c, 1)
+    close(fds[0])
+    close(fds[1])
+    return n == 1
+
+
 # ---- the transport: one place every tdcall goes through --------------------
 
 cdef inline uint32_t _code(uint64_t rax) noexcept nogil:
@@ -295,8 +387,16 @@ cdef class _Page:
             munlock(self.addr, 4096)
             munmap(self.addr, 4096)
         self.addr = NULL
+        self._release_held()
         self.keep = None
         return 0
+
+    cdef void _release_held(self) noexcept:
+        # The caller's buffer becomes its owner's again (it may be closed,
+        # resized or freed from now on).
+        if self.holding:
+            self.holding = False
+            PyBuffer_Release(&self.held)
 
     def __dealloc__(self):
         if self.addr != NULL and self.exports == 0:
@@ -306,6 +406,7 @@ cdef class _Page:
                 munlock(self.addr, 4096)
                 munmap(self.addr, 4096)
             self.addr = NULL
+        self._release_held()
 
 
 cdef _Page _new_page(Hcl hcl, void *addr, int kind, str label, object keep=None):
@@ -348,7 +449,11 @@ cdef class MshvVtl:
         back after each write (the seed's debug-build check).
 
         Raises a subclass of :class:`AcceptPagesError` (busy, invalid,
-        attributes, unknown, already accepted) that says how far it got.
+        attributes, unknown, already accepted) that says how far it got;
+        any other failure (OSError, PageAttributesVerifyError, a signal
+        handler's exception) carries ``range``, ``accepted`` and
+        ``attributes_set`` too. A range reaching past 2**52 (the 40-bit
+        page-number field) is a ValueError before any call.
         """
         return _accept_pages(self._hcl(), range, attributes, verify)
 
@@ -413,7 +518,14 @@ cdef class Hcl:
     def open(path="/dev/mshv_vtl", vp_count=None, *, tsc_deadline_layout=False):
         """Open a file that *is* the VTL fd: a real device node, or the
         stand-in of :mod:`hcltdx.simdev`. ``vp_count`` defaults to the number
-        of CPUs (each VP runs on its own CPU)."""
+        of CPUs (each VP runs on its own CPU); a runner for a VP the device
+        does not have raises ValueError before touching its pages.
+
+        Before anything is written, mapped or issued, the file must be a
+        character device, the anonymous-inode fd of ``MSHV_CREATE_VTL`` or a
+        regular file on FUSE, and must take ``MSHV_VTL_TDCALL`` (probed once
+        with a null argument, which changes nothing: the driver answers
+        EFAULT, other files ENOTTY). Anything else is a ValueError."""
         path = os.fspath(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -435,8 +547,9 @@ cdef class Hcl:
     @staticmethod
     def from_fd(fd, vp_count=None, *, tsc_deadline_layout=False):
         """Wrap a VTL fd the caller already has. hcltdx works on a duplicate,
-        so the caller keeps (and closes) its own."""
-        if not PyLong_Check(fd) or fd < 0:
+        so the caller keeps (and closes) its own. The fd is checked as in
+        :meth:`open`."""
+        if not PyLong_Check(fd) or isinstance(fd, bool) or fd < 0:
             raise ValueError(f"fd must be a non-negative int, got {fd!r}")
         dup = os.dup(fd)
         os.set_inheritable(dup, False)
@@ -464,6 +577,10 @@ cdef class Hcl:
         cdef int cfd = mfd
         cdef int err = 0
         try:
+            # /dev/mshv is a character device; nothing else gets the request.
+            if os.fstat(mfd).st_mode & 0o170000 != 0o020000:
+                kind = _FILE_KINDS.get(os.fstat(mfd).st_mode & 0o170000, "not a character device")
+                raise ValueError(f"{mshv_path} is not the mshv device: it is {kind}")
             with nogil:
                 vfd = ioctl(cfd, MSHV_CREATE_VTL, &arg)
                 if vfd < 0:
@@ -483,8 +600,9 @@ cdef class Hcl:
         cdef Hcl h = Hcl.__new__(Hcl)
         if vp_count is None:
             vp_count = os.cpu_count() or 1
-        if not PyLong_Check(vp_count) or not 1 <= vp_count <= 0x10000:
+        if not PyLong_Check(vp_count) or isinstance(vp_count, bool) or not 1 <= vp_count <= 0x10000:
             raise ValueError(f"vp_count must be an int in 1..65536, got {vp_count!r}")
+        _check_vtl_fd(fd, path)
         h.fd = fd
         h.ops = &_device_ops
         h.ctx = <void *><intptr_t>fd
@@ -649,8 +767,11 @@ cdef class Hcl:
         On a device the calling thread is pinned to CPU ``vp`` for the
         runner's life; the runner belongs to that thread. ``vtl1_apic_page``
         (devices only): ``(buffer, physical_address)`` of a page the caller
-        provides; by default hcltdx allocates and locks one and resolves its
-        address through ``/proc/self/pagemap`` (needs CAP_SYS_ADMIN)."""
+        provides, a writable contiguous buffer of at least 4096 bytes that the
+        runner holds (a buffer export) until it is closed: meanwhile the
+        owner cannot close, resize or free it (BufferError). By default
+        hcltdx allocates and locks one and resolves its address through
+        ``/proc/self/pagemap`` (needs CAP_SYS_ADMIN)."""
         self._check_open()
         cdef uint32_t cvp = self._vp_index(vp)
         existing = self._runners.get(cvp)
@@ -769,6 +890,7 @@ cdef struct page_op:
     int err
     uint64_t got_rcx
     uint64_t got_rdx
+    uint64_t chunk_done      # bytes at st.start accepted whose attribute step then failed
 
 
 cdef int _call_retrying(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
@@ -836,6 +958,7 @@ cdef int _accept_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
                 if st.set_attrs:
                     out = _set_page_attr(ops, ctx, t, st.start | 1, st, &signalled)
                     if out != OUT_OK:
+                        st.chunk_done = LARGE_PAGE
                         return out
                 st.start += LARGE_PAGE
                 continue
@@ -869,6 +992,7 @@ cdef int _accept_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t,
         if st.set_attrs:
             out = _set_page_attr(ops, ctx, t, st.start, st, &signalled)
             if out != OUT_OK:
+                st.chunk_done = PAGE_SIZE
                 return out
         st.start += PAGE_SIZE
     return OUT_OK
@@ -900,10 +1024,17 @@ cdef int _set_attrs_loop(const hcltdx_backend_ops *ops, void *ctx, trace_ring *t
 
 cdef object _as_range(object rng):
     if isinstance(rng, MemoryRange):
-        return rng
-    if isinstance(rng, tuple) and len(rng) == 2:
-        return MemoryRange(rng[0], rng[1])
-    raise TypeError(f"range must be a MemoryRange or a (start, end) tuple, not {type(rng).__name__}")
+        r = rng
+    elif isinstance(rng, tuple) and len(rng) == 2:
+        r = MemoryRange(rng[0], rng[1])
+    else:
+        raise TypeError(f"range must be a MemoryRange or a (start, end) tuple, not {type(rng).__name__}")
+    # ACCEPT and ATTR.WR carry the page number in RCX bits 12-51 (40 bits,
+    # spec 4.2): a page at or above 2**52 cannot be named.
+    if r.end > GPA_LIMIT:
+        raise ValueError(f"range {r} reaches past the 40-bit GPA page number field: "
+                         f"every page must lie below {GPA_LIMIT:#x} (2**52)")
+    return r
 
 
 cdef int _run_page_loop(Hcl hcl, page_op *st, bint accept) except -1:
@@ -937,6 +1068,25 @@ cdef object _verify_error(page_op *st, uint64_t mapping):
         f"(wrote {st.attrs:#x})")
 
 
+cdef object _with_progress(object exc, object rng, str name, object done, object attrs_set,
+                           bint accept=True):
+    """Every failure of the page loops says how far they got, also those
+    that are not an AcceptPagesError (an OSError of the transport, a failed
+    read-back, a signal handler's exception): ``range`` and ``accepted``
+    (``done`` for set-attributes), plus ``attributes_set`` for accept."""
+    try:
+        exc.range = rng
+        setattr(exc, name, done)
+        if accept:
+            exc.attributes_set = attrs_set
+        note = getattr(exc, "add_note", None)
+        if note is not None:
+            note(f"{'accepted' if name == 'accepted' else 'attributes set'} so far: {done}")
+    except (AttributeError, TypeError):
+        pass
+    return exc
+
+
 def _accept_pages(Hcl hcl not None, rng, attributes, verify):
     cdef page_op st
     hcl._check_open()
@@ -952,21 +1102,32 @@ def _accept_pages(Hcl hcl not None, rng, attributes, verify):
         st.set_attrs = True
     st.verify = bool(verify)
     cdef uint64_t begin = st.start
-    cdef int out = _run_page_loop(hcl, &st, True)
+    cdef int out
+    try:
+        out = _run_page_loop(hcl, &st, True)
+    except BaseException as e:
+        # A signal handler raised between two chunks (or the Hcl was closed
+        # by another thread): st.start is the end of what was accepted.
+        done = MemoryRange(begin, st.start)
+        raise _with_progress(e, rng, "accepted", done, done if st.set_attrs else None)
     if out == OUT_OK:
         return None
-    accepted = MemoryRange(begin, st.start)
+    # The chunk at st.start was accepted when only its attribute step failed.
+    accepted = MemoryRange(begin, st.start + st.chunk_done)
+    attrs_set = MemoryRange(begin, st.start) if st.set_attrs else None
     if out == OUT_ERRNO:
-        raise _oserror(st.err, hcl, 0, st.leaf)
+        raise _with_progress(_oserror(st.err, hcl, 0, st.leaf), rng, "accepted", accepted, attrs_set)
     if out == OUT_VERIFY:
-        raise _verify_error(&st, st.start | st.level)
+        raise _with_progress(_verify_error(&st, st.start | st.level), rng, "accepted", accepted,
+                             attrs_set)
     cls = {OUT_BUSY: AcceptPagesBusy, OUT_INVALID: AcceptPagesInvalid,
            OUT_ALREADY: PageAlreadyAcceptedError, OUT_UNKNOWN: AcceptPagesUnknown,
            OUT_ATTRS: AcceptPagesAttributes}[out]
     what = None
     if out == OUT_ALREADY:
         what = f"page {st.gpa // 4096} already accepted"
-    raise cls(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level, accepted=accepted, what=what)
+    raise cls(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level, accepted=accepted,
+              attributes_set=attrs_set, what=what)
 
 
 def _set_page_attributes(Hcl hcl not None, rng, attributes, mask, verify):
@@ -981,15 +1142,20 @@ def _set_page_attributes(Hcl hcl not None, rng, attributes, mask, verify):
     st.set_attrs = True
     st.verify = bool(verify)
     cdef uint64_t begin = st.start
-    cdef int out = _run_page_loop(hcl, &st, False)
+    cdef int out
+    try:
+        out = _run_page_loop(hcl, &st, False)
+    except BaseException as e:
+        raise _with_progress(e, rng, "done", MemoryRange(begin, st.start), None, False)
     if out == OUT_OK:
         return None
+    done = MemoryRange(begin, st.start)
     if out == OUT_ERRNO:
-        raise _oserror(st.err, hcl, 0, st.leaf)
+        raise _with_progress(_oserror(st.err, hcl, 0, st.leaf), rng, "done", done, None, False)
     if out == OUT_VERIFY:
-        raise _verify_error(&st, st.start | st.level)
+        raise _with_progress(_verify_error(&st, st.start | st.level), rng, "done", done, None, False)
     raise SetPageAttributesError(st.rax, st.leaf, range=rng, gpa=st.gpa, level=st.level,
-                                 done=MemoryRange(begin, st.start))
+                                 done=done)
 
 
 # ---- private registers (section 7.16) -----------------------------------------
@@ -1114,32 +1280,40 @@ cdef class TdxRunner:
         r.hcl = hcl
         r.vp = vp
         r.owner = PyThread_get_thread_ident()
-        if hcl.fd >= 0:
-            _pin(vp, &saved)
-            r._saved_affinity = _cpuset_to_set(&saved)
+        # The caller's page is checked (and held) before anything is pinned,
+        # mapped or written.
+        if vtl1_apic_page is not None:
+            if hcl.ops.vtl1_apic_page != NULL:
+                raise ValueError("vtl1_apic_page is only for device backends; "
+                                 "the simulator provides VTL1's APIC page")
+            r._apic1, gpa = _host_private_page(hcl, vp, vtl1_apic_page)
         try:
+            if hcl.fd >= 0:
+                _pin(vp, &saved)
+                r._saved_affinity = _cpuset_to_set(&saved)
             err = hcl.ops.map_page(hcl.ctx, vp, &page)
             if err:
                 raise OSError(err, f"mapping the run page of VP {vp} failed: {os.strerror(err)}")
             r._run_page = _new_page(hcl, page, 0, f"run page of VP {vp}")
+            if hcl.fd >= 0:
+                _check_mapped(hcl, vp, page, "run page")
             err = hcl.ops.map_page(hcl.ctx, MSHV_APIC_PAGE_OFFSET | vp, &page)
             if err:
                 raise OSError(err, f"mapping the VTL0 APIC page of VP {vp} failed: {os.strerror(err)}")
             r._apic0 = _new_page(hcl, page, 0, f"VTL0 APIC page of VP {vp}")
+            if hcl.fd >= 0:
+                _check_mapped(hcl, vp, page, "VTL0 APIC page")
             r.run = <hcl_run *>r._run_page.addr
             r.tdx = hcl_run_tdx(r.run)
             for i in range(8):
                 r.run.proxy_irr_blocked[i] = 0xFFFFFFFF
             if hcl.ops.vtl1_apic_page != NULL:
-                if vtl1_apic_page is not None:
-                    raise ValueError("vtl1_apic_page is only for device backends; "
-                                     "the simulator provides VTL1's APIC page")
                 err = hcl.ops.vtl1_apic_page(hcl.ctx, vp, &page, &gpa)
                 if err:
                     raise OSError(err, f"obtaining VTL1's APIC page of VP {vp} failed")
                 r._apic1 = _new_page(hcl, page, 2, f"VTL1 APIC page of VP {vp}", hcl.sim)
-            else:
-                r._apic1, gpa = _host_private_page(hcl, vp, vtl1_apic_page)
+            elif r._apic1 is None:
+                r._apic1, gpa = _host_private_page(hcl, vp, None)
             r._vp_wr(vmcs_code(VIRTUAL_APIC_PAGE_ENCODING, 1), gpa, ALL_ONES,
                      VmcsField(VIRTUAL_APIC_PAGE_ENCODING), 1)
         except VmcsAccessError as e:
@@ -1552,22 +1726,51 @@ cdef object _cpuset_to_set(cpu_set_t *s):
     return {i for i in range(1024) if CPU_ISSET(i, s)}
 
 
+cdef int _check_mapped(Hcl hcl, uint32_t vp, void *page, str what) except -1:
+    # The device maps any offset, but a VP it does not have faults on first
+    # touch (SIGBUS, spec 10.2): find that out before anything reads or writes.
+    cdef bint ok
+    with nogil:
+        ok = _page_readable(page)
+    if not ok:
+        raise ValueError(
+            f"VP {vp} does not exist on {hcl.path}: its {what} cannot be read (a load would be "
+            f"SIGBUS); the device has fewer VPs than vp_count={hcl.vp_count}, so pass its real "
+            f"VP count to Hcl.open")
+    return 0
+
+
 cdef tuple _host_private_page(Hcl hcl, uint32_t vp, object supplied):
     """VTL1's APIC page on a real host: the caller's ``(buffer, address)`` or
     a page allocated here, locked, and resolved through /proc/self/pagemap."""
     cdef void *p
-    cdef unsigned char[::1] mv
+    cdef _Page page
+    cdef Py_buffer view
     if supplied is not None:
         if not isinstance(supplied, tuple) or len(supplied) != 2:
             raise TypeError("vtl1_apic_page must be a pair (writable buffer of 4096 bytes, physical address)")
         buf, addr = supplied
-        mv = buf
-        if mv.shape[0] < 4096:
-            raise ValueError("vtl1_apic_page buffer must hold at least 4096 bytes")
         a = _u64(addr, "vtl1_apic_page address")
         if a & 0xFFF:
             raise ValueError(f"vtl1_apic_page address {a:#x} is not 4 KiB-aligned")
-        return _new_page(hcl, <void *>&mv[0], 2, f"VTL1 APIC page of VP {vp}", buf), a
+        # The runner reads and writes this memory for its whole life, so it
+        # holds an export of the buffer until the page is unmapped: while the
+        # runner is open its owner cannot close, resize or free it
+        # (BufferError), as with any numpy view.
+        try:
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
+        except BufferError as e:
+            raise ValueError(f"vtl1_apic_page buffer must be writable and contiguous: {e}") from None
+        except TypeError:
+            raise TypeError(f"vtl1_apic_page buffer must support the buffer protocol, "
+                            f"not {type(buf).__name__}") from None
+        if view.len < 4096:
+            PyBuffer_Release(&view)
+            raise ValueError(f"vtl1_apic_page buffer must hold at least 4096 bytes, it has {view.len}")
+        page = _new_page(hcl, view.buf, 2, f"VTL1 APIC page of VP {vp}", buf)
+        page.held = view
+        page.holding = True
+        return page, a
     p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     if p == MAP_FAILED:
         raise MemoryError("cannot allocate VTL1's APIC page")

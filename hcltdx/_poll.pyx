@@ -947,8 +947,11 @@ cdef int _replay_tdcall(void *ctx, uint32_t vp, mshv_tdcall *io) noexcept nogil:
                 r.pos = i + 1
                 break
         if e == NULL:
+            # Looking back never answers EINTR: an interrupted call is retried
+            # by its caller, and an old EINTR record served again would be
+            # served for every retry, forever (the cursor does not move).
             for i in range(0, r.pos):
-                if _matches(&r.entries[i], vp, io):
+                if _matches(&r.entries[i], vp, io) and r.entries[i].err != EINTR:
                     e = &r.entries[i]
                     break
     if e == NULL:
@@ -1131,8 +1134,9 @@ def replay(source, *, strict=True, vp_count=None, tsc_deadline_layout=None):
     ``Trace.save``. Each call must match the next recorded one (vp, leaf,
     rcx, rdx, r8, r9) and gets its recorded outputs and errno.
     ``strict=False`` looks further: the next matching record after the
-    cursor, else the first one from the start (a capture used as a lookup
-    table). ``hcl.sim`` is the :class:`ReplayState`. Runners work: their
+    cursor, else the first one from the start that is not an EINTR (a
+    capture used as a lookup table; an interrupted call is retried, so an
+    EINTR record answers only once). ``hcl.sim`` is the :class:`ReplayState`. Runners work: their
     pages are private zeroed pages, VTL1's APIC page registered at the
     address the recording used."""
     tr = _trace_mod()

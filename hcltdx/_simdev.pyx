@@ -63,6 +63,7 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int pipe2(int fds[2], int flags)
+    int getpid()
 
 
 # ---- the FUSE wire protocol (Linux include/uapi/linux/fuse.h, 7.40+) -------
@@ -755,6 +756,8 @@ cdef void *_watchdog_main(void *arg) noexcept nogil:
 
 cdef class Watchdog:
     """Force-unmount ``path`` after ``timeout`` seconds unless disarmed first.
+    It belongs to the process that made it: in a forked child, ``disarm``
+    and garbage collection leave the parent's watchdog armed.
 
     A plain C thread: it works while the interpreter is stuck, e.g. a caller
     blocked in an ioctl with the GIL held while the in-process daemon waits
@@ -763,6 +766,7 @@ cdef class Watchdog:
     cdef watchdog_state w
     cdef pthread_t thread
     cdef bint running
+    cdef int owner           # the process whose thread it is (a forked child has none)
 
     def __cinit__(self, path, double timeout):
         cdef int fds[2]
@@ -783,7 +787,16 @@ cdef class Watchdog:
             raise MemoryError()
         if pthread_create(&self.thread, NULL, _watchdog_main, &self.w) != 0:
             raise OSError("cannot start the watchdog thread")
+        self.owner = getpid()
         self.running = True
+
+    cdef bint _mine(self) noexcept:
+        # After fork the child shares the pipe but not the thread: writing
+        # would disarm the parent's watchdog, joining would wait for a thread
+        # that does not exist here.
+        if self.running and getpid() != self.owner:
+            self.running = False
+        return self.running
 
     @property
     def fired(self):
@@ -793,7 +806,7 @@ cdef class Watchdog:
     def disarm(self):
         """Stop the watchdog (idempotent); returns whether it had fired."""
         cdef char c = 0
-        if self.running:
+        if self._mine():
             write(self.w.pipe_wr, &c, 1)
             with nogil:
                 pthread_join(self.thread, NULL)
@@ -809,7 +822,7 @@ cdef class Watchdog:
 
     def __dealloc__(self):
         cdef char c = 0
-        if self.running:
+        if self._mine():
             write(self.w.pipe_wr, &c, 1)
             pthread_join(self.thread, NULL)
         if self.w.pipe_rd >= 0:

@@ -41,8 +41,31 @@ class TdcallOutput(NamedTuple):
     r11: int
 
 
-class HclError(Exception):
-    """Base class of hcltdx's own errors."""
+def _rebuild(cls, args, state):
+    """Unpickles an hcltdx exception: built without its ``__init__`` (whose
+    keyword-only arguments the pickled ``args`` do not carry), then given the
+    built-in base's arguments (errno and strerror of an OSError) and every
+    attribute it had."""
+    obj = cls.__new__(cls, *args)
+    for base in cls.__mro__:
+        if base.__module__ == "builtins":
+            base.__init__(obj, *args)
+            break
+    obj.__dict__.update(state)
+    return obj
+
+
+class _Picklable:
+    # The default reduction calls cls(*self.args), which these classes'
+    # signatures do not take: unpickling (a multiprocessing worker's
+    # exception) and copy.copy would raise TypeError instead.
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class HclError(_Picklable, Exception):
+    """Base class of hcltdx's own errors. Every hcltdx exception can be
+    pickled and copied with all its attributes."""
 
 
 def _leaf_name(leaf: int) -> str:
@@ -110,23 +133,34 @@ class AcceptPagesError(TdCallError):
 
     ``range`` is the requested range, ``gpa`` the page (or 2 MiB chunk) that
     failed, ``level`` the level tried, and ``accepted`` the prefix of the range
-    that was accepted (and had its attributes set) before the failure.
+    that was accepted before the failure: resuming at ``accepted.end`` never
+    meets a page accepted twice. ``attributes_set`` (None when no attributes
+    were asked for) is the prefix whose attributes were also written; it
+    falls short of ``accepted`` by the chunk at ``gpa`` when only the
+    attribute step of that chunk failed (:class:`AcceptPagesAttributes`).
+
+    The other failures of ``tdx_accept_pages`` (an ``OSError`` of the
+    transport, a :class:`PageAttributesVerifyError`, an exception raised by a
+    signal handler) carry the same ``range``, ``accepted`` and
+    ``attributes_set`` attributes.
     """
 
     def __init__(self, result: int, leaf: int, *, range: Any, gpa: int, level: int,
-                 accepted: Any, what: Optional[str] = None) -> None:
+                 accepted: Any, attributes_set: Any = None, what: Optional[str] = None) -> None:
         self.range = range
         self.gpa = gpa
         self.level = level
         self.accepted = accepted
+        self.attributes_set = attributes_set
         super().__init__(result, leaf, what=what)
 
     def _message(self) -> str:
         size = "2 MiB" if self.level == 1 else "4 KiB"
-        return (
-            f"{super()._message()} at gpa {self.gpa:#x} ({size}) while accepting {self.range}; "
-            f"accepted so far: {self.accepted}"
-        )
+        msg = (f"{super()._message()} at gpa {self.gpa:#x} ({size}) while accepting {self.range}; "
+               f"accepted so far: {self.accepted}")
+        if self.attributes_set is not None and self.attributes_set != self.accepted:
+            msg += f" (attributes set on {self.attributes_set})"
+        return msg
 
 
 class AcceptPagesBusy(AcceptPagesError):
@@ -138,7 +172,9 @@ class AcceptPagesInvalid(AcceptPagesError):
 
 
 class AcceptPagesAttributes(AcceptPagesError):
-    """Accepting succeeded but setting the page attributes afterwards failed."""
+    """Accepting succeeded but setting the page attributes afterwards failed:
+    the chunk at ``gpa`` is accepted (inside ``accepted``) without its
+    attributes (outside ``attributes_set``)."""
 
 
 class AcceptPagesUnknown(AcceptPagesError):
@@ -172,7 +208,9 @@ class SetPageAttributesError(TdCallError):
 
 class PageAttributesVerifyError(HclError):
     """The read-back after ATTR.WR (``verify=True``) did not match what was
-    written (the seed asserts this in debug builds)."""
+    written (the seed asserts this in debug builds). ``range`` and
+    ``accepted`` (accept) or ``done`` (set-attributes) say how far the loop
+    got."""
 
 
 class BatchError(VmcsAccessError):
@@ -194,7 +232,7 @@ class BatchError(VmcsAccessError):
         return f"{super()._message()} at batch index {self.index}{of}"
 
 
-class PollInterrupted(KeyboardInterrupt):
+class PollInterrupted(_Picklable, KeyboardInterrupt):
     """Ctrl-C (or another KeyboardInterrupt from a signal handler) stopped
     :func:`poll_vmcs`. ``samples`` holds the rows recorded before it,
     ``taken`` the number of samples taken."""

@@ -61,6 +61,18 @@ def _close_leftovers():
             dev.close()
 
 
+def _forget_after_fork():
+    # A forked child shares its parent's mounts but owns none of them: its
+    # exit (atexit, a `with` unwinding, garbage collection) must not stop
+    # the parent's daemon or unmount the parent's device.
+    for dev in list(_live):
+        dev._disown()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _unescape_mountinfo(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo.
     out, i = [], 0
@@ -185,7 +197,18 @@ class SimDev:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lifeline = -1
         self._closed = False
+        self._owner = os.getpid()
         _live.add(self)
+
+    def _disown(self) -> None:
+        """In a forked child: keep the mount alone, drop what was inherited."""
+        self._closed = True
+        if self._lifeline >= 0:
+            # The child-mode daemon stops when its lifeline closes: a copy
+            # held here must not keep it serving after the parent is gone.
+            with contextlib.suppress(OSError):
+                os.close(self._lifeline)
+            self._lifeline = -1
 
     def __repr__(self):
         mode = "thread" if self.in_process else f"child {self.pid}"
@@ -202,6 +225,9 @@ class SimDev:
         """Simulate a daemon crash. A child process gets SIGKILL; the daemon
         thread cannot be killed, so its connection is aborted (as a crash
         would) by a forced unmount. Calls on the file then fail."""
+        if os.getpid() != self._owner:
+            raise RuntimeError(f"this stand-in belongs to process {self._owner}, not to this "
+                               f"forked child")
         if self.in_process:
             umount(self.mountpoint, force=True)
             if self._thread is not None:
@@ -211,8 +237,13 @@ class SimDev:
             self._proc.wait()
 
     def close(self) -> None:
-        """Stop the daemon, unmount, remove the temporary directory. Idempotent."""
+        """Stop the daemon, unmount, remove the temporary directory. Idempotent.
+        In a process forked after the mount, it only forgets the device: the
+        mount belongs to the process that made it."""
         if self._closed:
+            return
+        if os.getpid() != self._owner:
+            self._disown()
             return
         self._closed = True
         _live.discard(self)
@@ -318,6 +349,8 @@ def _start_child(dev: SimDev, vp_count: int, daemon_cpu, sim_kwargs: dict) -> No
         dev._proc.wait()
         if msg.get("unavailable"):
             raise SimDevUnavailable(msg.get("errno") or 0, msg["error"])
+        if msg.get("type") in ("ValueError", "TypeError"):
+            raise {"ValueError": ValueError, "TypeError": TypeError}[msg["type"]](msg["error"])
         raise OSError(msg.get("errno") or 0, msg["error"])
     dev.vp_count, dev.backing = vp_count, msg["backing"]
 
@@ -350,6 +383,11 @@ def mount(vp_count: int = 2, memory_size: int | None = None, *, in_process: bool
     :class:`SimDevUnavailable` when FUSE, CAP_SYS_ADMIN or passthrough is
     missing.
     """
+    if isinstance(vp_count, bool) or not isinstance(vp_count, int) or not 1 <= vp_count <= _MAX_VPS:
+        raise ValueError(f"vp_count must be an int in 1..{_MAX_VPS}, got {vp_count!r}")
+    if daemon_cpu is not None and (isinstance(daemon_cpu, bool) or not isinstance(daemon_cpu, int)
+                                   or daemon_cpu not in os.sched_getaffinity(0)):
+        raise ValueError(f"daemon_cpu {daemon_cpu!r} is not a CPU this process may run on")
     _preflight()
     if memory_size is not None:
         sim_kwargs["memory_size"] = memory_size
@@ -382,17 +420,39 @@ def _watch_lifeline(fd: int, mountpoint: str) -> None:
     threading.Thread(target=watch, name="simdev lifeline", daemon=True).start()
 
 
+def _makedirs(path: str) -> list[str]:
+    """``os.makedirs(path, exist_ok=True)`` that returns the directories it
+    created, outermost first, so that they can be removed again."""
+    created = []
+    head = path
+    while not os.path.lexists(head):
+        created.append(head)
+        head = os.path.dirname(head)
+    if not os.path.isdir(head):
+        raise NotADirectoryError(errno.ENOTDIR, f"{head} is not a directory", head)
+    for d in reversed(created):
+        os.mkdir(d, 0o755)
+    return list(reversed(created))
+
+
+def _remove_created(created: list[str]) -> None:
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+
+
 def _serve_foreground(args) -> int:
     # The daemon serves from a thread; this thread only waits for a signal.
     # A Python signal handler could run too late (after the daemon went back
     # into read(2)), so the signals are blocked and taken with sigwait.
     stops = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-    sim_kwargs = json.loads(args.sim_kwargs) if args.sim_kwargs else {}
+    sim_kwargs = dict(args.sim_kwargs or {})
     if args.memory_size is not None:
         sim_kwargs["memory_size"] = args.memory_size
     mountpoint = os.path.abspath(args.path)
-    os.makedirs(mountpoint, exist_ok=True)
     ready = os.fdopen(args.ready_fd, "w") if args.ready_fd is not None else None
 
     def report(**msg):
@@ -403,10 +463,12 @@ def _serve_foreground(args) -> int:
     server = None
     thread = None
     failure = []
+    created: list[str] = []
     try:
-        _pin_current_thread(args.cpu)
         try:
+            _pin_current_thread(args.cpu)
             _preflight()
+            created = _makedirs(mountpoint)
             # Needed only while the backing is set up: gone before anything can kill us.
             workdir = tempfile.mkdtemp(prefix="hcltdx-simdev-")
             try:
@@ -420,9 +482,12 @@ def _serve_foreground(args) -> int:
             report(ok=False, unavailable=True, errno=exc.errno, error=exc.strerror or str(exc))
             print(f"hcltdx simdev: {exc}", file=sys.stderr)
             return 2
-        except Exception as exc:
-            report(ok=False, errno=getattr(exc, "errno", None), error=f"{type(exc).__name__}: {exc}")
-            raise
+        except (OSError, ValueError, TypeError) as exc:
+            # A bad argument or a refused mount: one line, no traceback.
+            report(ok=False, errno=getattr(exc, "errno", None), type=type(exc).__name__,
+                   error=str(exc))
+            print(f"hcltdx simdev: cannot serve {mountpoint}: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, (ValueError, TypeError)) else 1
         main_thread = threading.get_ident()
 
         def serve():
@@ -445,6 +510,10 @@ def _serve_foreground(args) -> int:
             print(f"serving {os.path.join(mountpoint, FILE_NAME)} "
                   f"({args.vp_count} VPs, backing: {backing}); Ctrl-C to stop", flush=True)
         signal.sigwait(stops)
+        if failure:
+            print(f"hcltdx simdev: the daemon stopped: {type(failure[0]).__name__}: {failure[0]}",
+                  file=sys.stderr)
+            return 1
         return 0
     finally:
         if server is not None:
@@ -465,33 +534,95 @@ def _serve_foreground(args) -> int:
                 server.close()
             if is_mounted(mountpoint):
                 umount(mountpoint, force=True)
+        # The directories this command made go with it (a failed mount too).
+        if not is_mounted(mountpoint):
+            _remove_created(created)
         if ready is not None:
             ready.close()
-        if failure:
-            raise failure[0]
+
+
+def _vp_count(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= n <= _MAX_VPS:
+        raise argparse.ArgumentTypeError(f"must be in 1..{_MAX_VPS}, got {n}")
+    return n
+
+
+def _size(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer (decimal or 0x hex): {text!r}") from None
+    if n <= 0 or n % (2 << 20):
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 2 MiB, got {text}")
+    return n
+
+
+def _cpu(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n not in os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(
+            f"CPU {n} is not one this process may run on ({sorted(os.sched_getaffinity(0))})")
+    return n
+
+
+def _fd(text: str) -> int:
+    try:
+        n = int(text)
+        os.fstat(n)
+    except (ValueError, OSError):
+        raise argparse.ArgumentTypeError(f"not an open file descriptor: {text!r}") from None
+    return n
+
+
+def _json_object(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return obj
+
+
+_MAX_VPS = 64  # HCLTDX_SIM_MAX_VPS
 
 
 def main(argv=None) -> int:
-    """``mount DIR [--vp-count N] [--memory-size S]`` | ``umount DIR``."""
+    """``mount DIR [--vp-count N] [--memory-size S]`` | ``umount DIR``.
+    Bad arguments and refused mounts are reported in one line (exit status
+    2 for arguments, 1 for a failure of the system), never a traceback; a
+    directory created for a mount is removed when the command ends."""
     parser = argparse.ArgumentParser(prog="python -m hcltdx.simdev",
                                      description="A stand-in /dev/mshv_vtl over FUSE.")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mount", help="serve DIR/mshv_vtl in the foreground until SIGINT/SIGTERM")
-    m.add_argument("path", help="mount point (created if missing)")
-    m.add_argument("--vp-count", type=int, default=2)
-    m.add_argument("--memory-size", type=lambda s: int(s, 0), default=None,
+    m.add_argument("path", help="mount point (created if missing, removed again at the end)")
+    m.add_argument("--vp-count", type=_vp_count, default=2, help=f"1..{_MAX_VPS} (default 2)")
+    m.add_argument("--memory-size", type=_size, default=None,
                    help="bytes of TD private memory (multiple of 2 MiB)")
-    m.add_argument("--cpu", type=int, default=None, help="pin the daemon to this CPU")
-    m.add_argument("--sim-kwargs", default=None, help=argparse.SUPPRESS)
-    m.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
-    m.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
+    m.add_argument("--cpu", type=_cpu, default=None, help="pin the daemon to this CPU")
+    m.add_argument("--sim-kwargs", type=_json_object, default=None, help=argparse.SUPPRESS)
+    m.add_argument("--ready-fd", type=_fd, default=None, help=argparse.SUPPRESS)
+    m.add_argument("--lifeline-fd", type=_fd, default=None, help=argparse.SUPPRESS)
     m.add_argument("--quiet", action="store_true")
     u = sub.add_parser("umount", help="unmount a stand-in (forcing it if the daemon is gone)")
     u.add_argument("path")
     args = parser.parse_args(argv)
     if args.command == "umount":
-        if not umount(args.path):
-            print(f"{args.path}: not mounted", file=sys.stderr)
+        try:
+            if not umount(args.path):
+                print(f"{args.path}: not mounted", file=sys.stderr)
+                return 1
+        except OSError as exc:
+            print(f"hcltdx simdev: cannot unmount {args.path}: {exc.strerror or exc}",
+                  file=sys.stderr)
             return 1
         return 0
     return _serve_foreground(args)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from typing import Any, Optional
 
 import numpy as np
@@ -134,16 +135,27 @@ class Trace:
 
     @classmethod
     def load(cls, path: "str | os.PathLike[str]") -> "Trace":
-        """A (non-recording) Trace read from a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
+        """A (non-recording) Trace read from a file written by :meth:`save`.
+        Any other file is a ValueError naming it (OSError when unreadable)."""
+        where = repr(os.fspath(path))
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{where} is not an hcltdx trace file ({exc})") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"{where} is not an hcltdx trace file (a single .npy array)")
+        with loaded as f:
             if "calls" not in f.files or "metadata" not in f.files:
-                raise ValueError(f"{os.fspath(path)!r} is not an hcltdx trace file")
-            calls = f["calls"]
-            meta = json.loads(str(f["metadata"][()]))
-        if meta.get("kind") != "hcltdx.trace":
-            raise ValueError(f"{os.fspath(path)!r} is not an hcltdx trace file")
-        if calls.dtype != TRACE_DTYPE:
-            raise ValueError(f"{os.fspath(path)!r} does not hold TRACE_DTYPE calls")
+                raise ValueError(f"{where} is not an hcltdx trace file")
+            try:
+                calls = f["calls"]
+                meta = json.loads(str(f["metadata"][()]))
+            except ValueError as exc:
+                raise ValueError(f"{where} is not an hcltdx trace file ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("kind") != "hcltdx.trace":
+            raise ValueError(f"{where} is not an hcltdx trace file")
+        if calls.dtype != TRACE_DTYPE or calls.ndim != 1:
+            raise ValueError(f"{where} does not hold TRACE_DTYPE calls")
         t = cls.__new__(cls)
         t.hcl = None
         t.capacity = int(meta.get("capacity", len(calls)))

@@ -492,7 +492,8 @@ def test_accept_attributes_failure(hcl, sim):
     with pytest.raises(hcltdx.AcceptPagesAttributes) as ei:
         hcl.mshv_vtl.tdx_accept_pages(MemoryRange(0x600000, 0x800000), (ATTRS, MASK))
     assert ei.value.leaf == TdCallLeaf.MEM_PAGE_ATTR_WR
-    assert ei.value.accepted == MemoryRange(0x600000, 0x600000)
+    assert ei.value.accepted == MemoryRange(0x600000, 0x800000)  # accepted, attributes not set
+    assert ei.value.attributes_set == MemoryRange(0x600000, 0x600000)
 
 
 def test_accept_bad_input(hcl, sim):

@@ -1598,3 +1598,30 @@ cdef class _Baseline:
 
     def noop(self, vtl, field):
         return 0
+
+    cpdef object noop3(self, object a, object b, object c):
+        """A no-op ``cpdef`` method taking three arguments."""
+        return 0
+
+    def table_loop(self, Hcl hcl not None, uint32_t vp, uint64_t code, Py_ssize_t n):
+        """``n`` VP.RDs of field code ``code`` through ``hcl``'s backend table
+        from a C loop (no Python per call): what a compiled caller of the same
+        table pays. Returns the last value read."""
+        cdef mshv_tdcall io
+        cdef Py_ssize_t i
+        cdef uint64_t last = 0
+        cdef int err = 0
+        hcl._check_open()
+        if hcl.ops.may_block:
+            raise ValueError("table_loop is for in-process backends")
+        for i in range(n):
+            io_init(&io, LEAF_VP_RD, 0, code, 0, 0)
+            err = transport(hcl.ops, hcl.ctx, hcl.tring, vp, &io)
+            if err or _code(io.rax) != 0:
+                break
+            last = io.r8
+        if err:
+            raise OSError(err, os.strerror(err))
+        if _code(io.rax) != 0:
+            raise VmcsAccessError(io.rax, LEAF_VP_RD, vp=vp)
+        return last

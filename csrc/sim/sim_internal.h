@@ -41,8 +41,21 @@
 #define OPND_R8 8u
 #define OPND_R9 9u
 
+/*
+ * One VP's state. A VP runs on one CPU at a time, so its state has one
+ * thread working on it at a time in normal use (the runner's owner); other
+ * threads (a raw hcl.tdcall from a second thread, the FUSE daemon's workers,
+ * the host-side peek/poke) are rare. The VP is therefore guarded by a lock
+ * word of its own, taken with a single atomic exchange on the VP's own cache
+ * line and released with a plain release store: uncontended, that is one
+ * locked instruction per call on a line no other VP touches. Contended, the
+ * loser spins briefly and then yields (critical sections are short and never
+ * sleep). The per-leaf call counters live in the same line, updated under
+ * the lock, so no shared cache line is written on the call path.
+ */
 struct sim_vp {
-    pthread_mutex_t lock;
+    _Atomic uint32_t busy; /* 0 free, 1 held; see sim_vp_lock() */
+    uint64_t calls[HCLTDX_SIM_NUM_SLOTS]; /* per leaf slot, under `busy` */
     uint64_t vmcs[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
     uint64_t msr_bitmap[HCLTDX_SIM_NUM_L2_VMS][SIM_MSR_BITMAP_WORDS];
     uint64_t l2_ctls[HCLTDX_SIM_NUM_L2_VMS];
@@ -80,8 +93,6 @@ struct hcltdx_sim {
     uint16_t *attrs[HCLTDX_SIM_NUM_L2_VMS];
     uint64_t counts[3];  /* pages per state */
 
-    _Atomic uint64_t counters[HCLTDX_SIM_NUM_SLOTS];
-
     pthread_mutex_t fault_lock;
     _Atomic int fault_armed[HCLTDX_SIM_NUM_SLOTS];
     struct sim_fault_slot faults[HCLTDX_SIM_NUM_SLOTS];
@@ -92,6 +103,21 @@ struct hcltdx_sim {
     size_t log_head, log_len;
     uint64_t log_seq, log_dropped;
 };
+
+/* csrc/sim/sim_core.c: the VP lock (see struct sim_vp). */
+void sim_vp_lock_contended(struct sim_vp *v);
+
+static inline void sim_vp_lock(struct sim_vp *v)
+{
+    if (__builtin_expect(!atomic_exchange_explicit(&v->busy, 1, memory_order_acquire), 1))
+        return;
+    sim_vp_lock_contended(v);
+}
+
+static inline void sim_vp_unlock(struct sim_vp *v)
+{
+    atomic_store_explicit(&v->busy, 0, memory_order_release);
+}
 
 /* csrc/sim/vmcs_catalogue.c */
 int hcltdx_vmcs_field_index(uint32_t encoding); /* -1: not in the catalogue */

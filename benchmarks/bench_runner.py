@@ -15,13 +15,22 @@ Variants show the argument types users pass: plain ints, ``VmcsField`` and
 ``GuestVtl`` members bound to locals, and the members looked up on the class
 in the loop (``runner.read_vmcs64(GuestVtl.VTL0, VmcsField.X)``).
 
+``--ir`` re-runs the same loops under callgrind (valgrind) and prints
+instructions per call, a measure that other load on the machine does not
+disturb (it needs valgrind and its callgrind.h, and a C compiler).
+
 Then: read_private_regs, and accepting 1 GiB (512 2 MiB ACCEPTs; 262,144 4 KiB
 ACCEPTs after 512 failed 2 MiB attempts), and the stand-in device if present.
 """
 
 import argparse
+import ctypes
+import glob
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -62,10 +71,66 @@ def rust_ns(path, iters):
     raise RuntimeError(f"{path} printed no rust_vp_rd_ns_per_call line:\n{out}")
 
 
+MARKS_C = r"""
+#include <valgrind/callgrind.h>
+void cg_start(void) { CALLGRIND_START_INSTRUMENTATION; }
+void cg_zero(void) { CALLGRIND_ZERO_STATS; }
+void cg_dump(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }
+"""
+
+
+def instructions(cases, n, workdir):
+    """Inside callgrind: run each case once for n calls between a zeroing and
+    a dump of the counters; the parent reads the dumps."""
+    lib = ctypes.CDLL(os.path.join(workdir, "marks.so"))
+    lib.cg_start()
+    for name, fn in cases:
+        fn(10)  # warm (specialisation, caches)
+        lib.cg_zero()
+        fn(n)
+        lib.cg_dump(f"case={name} n={n}".encode())
+    return {}
+
+
+def run_under_callgrind(argv):
+    """{case: instructions per call}, from a child under callgrind."""
+    vg = shutil.which("valgrind")
+    if vg is None:
+        raise SystemExit("--ir needs valgrind")
+    work = tempfile.mkdtemp(prefix="hcltdx_ir_")
+    try:
+        with open(os.path.join(work, "marks.c"), "w") as f:
+            f.write(MARKS_C)
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", os.path.join(work, "marks.so"),
+                        os.path.join(work, "marks.c")], check=True)
+        subprocess.run([vg, "--tool=callgrind", "--instr-atstart=no",
+                        f"--callgrind-out-file={work}/cg.out.%p", sys.executable,
+                        os.path.abspath(__file__), "--ir-child", work, *argv],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = {}
+        for path in glob.glob(os.path.join(work, "cg.out.*")):
+            desc = total = None
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("desc: Trigger: Client Request: case="):
+                        desc = line.split("case=", 1)[1].split()
+                    elif line.startswith(("summary:", "totals:")):
+                        total = int(line.split()[1])
+            if desc and total is not None:
+                name, n = desc[0], int(desc[1].split("=")[1])
+                out[name] = total / n
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer iterations")
     ap.add_argument("--rust", metavar="PATH", help="Rust table-loop binary (benchmarks/rust_table)")
+    ap.add_argument("--ir", action="store_true", help="also count instructions per call (callgrind)")
+    ap.add_argument("--ir-child", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     n = 200_000 if args.quick else 1_000_000
     rounds = 5 if args.quick else 9
@@ -140,14 +205,20 @@ def main(argv=None):
         for _ in range(k):
             f(v, one)
 
-    single = interleaved([
+    single_cases = [
         ("noop3", noop3), ("empty", empty_loop), ("attr_vtl", attr_vtl),
         ("attr_field", attr_field), ("read_ints", read_ints),
         ("read_members", read_members), ("read_demo", read_demo),
         ("write", write_members), ("tdcall", tdcall), ("table", table),
         ("batch1_list", batch1_list), ("batch1_u32", batch1_u32),
-    ], n, rounds)
-    batch = interleaved([("batch_list", batch_list), ("batch_u32", batch_u32)], nb, rounds)
+    ]
+    batch_cases = [("batch_list", batch_list), ("batch_u32", batch_u32)]
+    if args.ir_child:
+        instructions(single_cases, 20_000, args.ir_child)
+        instructions(batch_cases, 500, args.ir_child)
+        return 0
+    single = interleaved(single_cases, n, rounds)
+    batch = interleaved(batch_cases, nb, rounds)
     per_field = {k: v / 64 for k, v in batch.items()}
     t_rust = rust_ns(args.rust, 20_000_000) if args.rust else None
 
@@ -181,6 +252,33 @@ def main(argv=None):
     row("read_vmcs_batch of 1 field, uint32 array", single["batch1_u32"])
     row("read_vmcs_batch of 64 fields (list), per field", per_field["batch_list"])
     row("read_vmcs_batch of 64 fields (uint32 array), per field", per_field["batch_u32"])
+
+    if args.ir:
+        ir = run_under_callgrind([a for a in argv if a != "--ir"])
+        for k in ("batch_list", "batch_u32"):
+            ir[k] /= 64
+        i0, it = ir["noop3"], ir["table"]
+        print()
+        print(f"{'instructions per call (callgrind, one run)':58} {'Ir':>8}  {'/no-op':>7} {'/table':>7}")
+        labels = [
+            ("noop3", "no-op cpdef method, 3 int args"),
+            ("empty", "empty loop iteration"),
+            ("attr_vtl", "loop with GuestVtl.VTL0"),
+            ("attr_field", "loop with VmcsField.VMX_VMCS_GUEST_CR3"),
+            ("read_ints", "read_vmcs64(0, 0x6802)"),
+            ("read_members", "read_vmcs64(vtl, field), members in locals"),
+            ("read_demo", "read_vmcs64(GuestVtl.VTL0, VmcsField.X)"),
+            ("write", "write_vmcs64(vtl, field, mask, value)"),
+            ("tdcall", "hcl.tdcall(0, VP_RD, rdx=code)"),
+            ("table", "C loop over the backend table, per VP.RD"),
+            ("batch1_list", "read_vmcs_batch of 1 field, list"),
+            ("batch1_u32", "read_vmcs_batch of 1 field, uint32 array"),
+            ("batch_list", "read_vmcs_batch of 64 fields (list), per field"),
+            ("batch_u32", "read_vmcs_batch of 64 fields (uint32), per field"),
+        ]
+        for key, label in labels:
+            print(f"{label:58} {ir[key]:8.0f}  {ir[key] / i0:6.2f}x {ir[key] / it:6.2f}x")
+        print()
 
     regs = TdxPrivateRegs()
 

@@ -1251,18 +1251,26 @@ cdef int _runner_blocking(TdxRunner r, mshv_tdcall *io) except -1:
     return 0
 
 
+cdef int _raise_transport(TdxRunner r, int err, uint64_t leaf) except -1:
+    raise _oserror(err, r.hcl, r.vp, leaf)
+
+
+cdef int _raise_vmcs(TdxRunner r, uint64_t rax, uint64_t leaf, object field, int vtl) except -1:
+    raise VmcsAccessError(rax, leaf, vp=r.vp, field=field, vtl=vtl)
+
+
 cdef inline int _runner_call(TdxRunner r, mshv_tdcall *io) except -1:
     """One tdcall of the runner's VP; a transport failure raises OSError
     naming the leaf that was sent."""
-    cdef Hcl hcl = r.hcl
+    cdef const hcltdx_backend_ops *ops = r.hcl.ops
     cdef uint64_t leaf = io.rax
     cdef int err
-    if HCLTDX_LIKELY(hcl.ops != NULL and not hcl.ops.may_block):
+    if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
         # In-process backends: straight to the table, no GIL release
         # (cheaper than the release itself).
-        err = transport(hcl.ops, hcl.ctx, hcl.tring, r.vp, io)
+        err = transport(ops, r.hcl.ctx, r.hcl.tring, r.vp, io)
         if HCLTDX_UNLIKELY(err != 0):
-            raise _oserror(err, hcl, r.vp, leaf)
+            return _raise_transport(r, err, leaf)
         return 0
     return _runner_blocking(r, io)
 
@@ -1296,7 +1304,7 @@ cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str 
     io_init(&io, LEAF_VP_RD, 0, vmcs_code(raw, v), 0, 0)
     _runner_call(r, &io)
     if HCLTDX_UNLIKELY(_code(io.rax) != 0):
-        raise VmcsAccessError(io.rax, LEAF_VP_RD, vp=r.vp, field=field, vtl=v)
+        return _raise_vmcs(r, io.rax, LEAF_VP_RD, field, v)
     out[0] = io.r8
     return 0
 
@@ -1320,7 +1328,7 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
     io_init(&io, LEAF_VP_WR, 0, vmcs_code(raw, v), val, m)
     _runner_call(r, &io)
     if HCLTDX_UNLIKELY(_code(io.rax) != 0):
-        raise VmcsAccessError(io.rax, LEAF_VP_WR, vp=r.vp, field=field, vtl=v)
+        return _raise_vmcs(r, io.rax, LEAF_VP_WR, field, v)
     old[0] = io.r8
     return 0
 

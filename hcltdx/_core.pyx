@@ -269,6 +269,17 @@ cdef object _oserror(int err, Hcl hcl, uint32_t vp, uint64_t leaf):
     return OSError(err, f"MSHV_VTL_TDCALL ({name}, vp {vp}) failed on {where}: {os.strerror(err)}")
 
 
+cdef object _ZERO = 0
+
+
+cdef inline bint _is_zero(object value) noexcept:
+    """An int equal to 0 (a bool False too, as _u64 accepts it)."""
+    cdef unsigned long long v
+    if value is _ZERO:
+        return True
+    return hcltdx_u64_of(value, &v) == 0 and v == 0
+
+
 cdef int _bad_high_regs(r10, r11, r12, r13, r14, r15) except -1:
     for name, v in (("r10", r10), ("r11", r11), ("r12", r12), ("r13", r13),
                     ("r14", r14), ("r15", r15)):
@@ -732,7 +743,7 @@ cdef class Hcl:
         cdef cpu_set_t saved
         cdef bint repin = False
         cdef uint32_t cvp
-        cdef unsigned long long cleaf, crcx, crdx, cr8, cr9, v
+        cdef unsigned long long cleaf, crcx, crdx, cr8, cr9
         self._check_open()
         cvp = self._vp_index(vp)
         if HCLTDX_UNLIKELY(hcltdx_u64_of(leaf, &cleaf) != 0):
@@ -741,12 +752,11 @@ cdef class Hcl:
             raise ValueError("leaf VP_VMCALL (0) cannot be issued through MSHV_VTL_TDCALL")
         if (cleaf & 0xFFFF) == LEAF_VP_ENTER:
             raise ValueError("leaf VP_ENTER (25) belongs to the kernel's run path, not MSHV_VTL_TDCALL")
-        # R10-R15: each must be an int in range and 0 (the defaults are).
-        if HCLTDX_UNLIKELY(hcltdx_u64_of(r10, &v) != 0 or v != 0 or hcltdx_u64_of(r11, &v) != 0
-                           or v != 0 or hcltdx_u64_of(r12, &v) != 0 or v != 0
-                           or hcltdx_u64_of(r13, &v) != 0 or v != 0
-                           or hcltdx_u64_of(r14, &v) != 0 or v != 0
-                           or hcltdx_u64_of(r15, &v) != 0 or v != 0):
+        # R10-R15: each must be an int in range and 0. The defaults are the
+        # interpreter's shared 0 object, recognised by identity; anything else
+        # is converted and checked.
+        if HCLTDX_UNLIKELY(not (_is_zero(r10) and _is_zero(r11) and _is_zero(r12)
+                                and _is_zero(r13) and _is_zero(r14) and _is_zero(r15))):
             _bad_high_regs(r10, r11, r12, r13, r14, r15)
         if HCLTDX_UNLIKELY(hcltdx_u64_of(rcx, &crcx) != 0):
             _u64_error(rcx, "rcx")

@@ -19,7 +19,12 @@ extra_compile_args = ["-std=gnu11", "-Wall", "-Wno-unused-function"]
 directives = {
     "language_level": 3,
     "embedsignature": True,
-    "binding": True,
+    # Signatures as __text_signature__, so inspect.signature() works on
+    # methods compiled without binding.
+    "embedsignature.format": "clinic",
+    # Plain method descriptors: CPython specialises calls to them (cyfunction
+    # objects, binding=True, take its generic call path).
+    "binding": False,
 }
 
 if DEBUG:

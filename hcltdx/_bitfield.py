@@ -70,6 +70,26 @@ class _EnumMeta(enum.EnumType):
         return super().__call__(value, *args, **kwargs)
 
 
+def _member_loads_as_attribute_loads(meta: type) -> None:
+    """Python 3.11's ``EnumType`` defines ``__getattr__`` (kept there for
+    members that the class dictionary might not hold; 3.12 removed it). Any
+    ``__getattr__`` on a metaclass routes every attribute load on its classes
+    through a Python-level hook: ``GuestVtl.VTL0`` cost ~170 ns instead of an
+    attribute load. Every member of an ``EnumType`` class is in the class
+    dictionary (as itself, or as an ``enum.property`` redirect that returns
+    it), so the hook never finds anything the plain lookup misses; the
+    metaclass is given type's own lookup back. tests/test_defs.py checks that
+    every member of every enumeration still loads as itself."""
+    if "__getattr__" not in vars(enum.EnumType):
+        return  # nothing to undo (Python >= 3.12)
+    from hcltdx import _cabi
+
+    _cabi._plain_class_getattr(meta)
+
+
+_member_loads_as_attribute_loads(_EnumMeta)
+
+
 class ClosedEnum(enum.IntEnum, metaclass=_EnumMeta):
     """An integer enumeration that admits only its listed values."""
 

@@ -91,3 +91,29 @@ def vmcs_catalogue():
         d = hcltdx_vmcs_field_at(i)
         out.append((d.name.decode(), d.encoding, d.read_mask, d.write_mask))
     return out
+
+
+cdef extern from *:
+    """
+    /* Class attribute loads of the classes of metaclass `meta` done as plain
+     * `type` does them (type_getattro), not through a Python-level hook. */
+    static int hcltdx_plain_type_getattro(PyObject *meta)
+    {
+        if (!PyType_Check(meta) || !PyType_IsSubtype((PyTypeObject *)meta, &PyType_Type) ||
+            !(((PyTypeObject *)meta)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+            PyErr_SetString(PyExc_TypeError, "expected a metaclass defined in Python");
+            return -1;
+        }
+        ((PyTypeObject *)meta)->tp_getattro = PyType_Type.tp_getattro;
+        return 0;
+    }
+    """
+    int hcltdx_plain_type_getattro(object meta) except -1
+
+
+def _plain_class_getattr(meta):
+    """Make attribute loads on the classes of metaclass ``meta`` (for example
+    ``GuestVtl.VTL0``) take type's own lookup instead of the ``__getattr__``
+    hook ``meta`` inherits. Only for a metaclass whose ``__getattr__`` finds
+    nothing the class dictionaries do not already hold (see hcltdx._bitfield)."""
+    hcltdx_plain_type_getattro(meta)

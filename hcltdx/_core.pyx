@@ -9,7 +9,8 @@ nogil sections and numpy views run over all of them.
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
+from cpython.object cimport PyObject
+from cpython.long cimport PyLong_Check, PyLong_CheckExact, PyLong_AsUnsignedLongLong
 from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE,
                              PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release)
 from cpython.pythread cimport PyThread_get_thread_ident
@@ -112,6 +113,36 @@ def _vmcs_field_code_c(field, vtl):
 
 
 # ---- argument conversion ----------------------------------------------------
+#
+# The fast paths convert in C (PyLong_AsUnsignedLongLong and its overflow
+# error, cleared); anything they do not accept goes to a cold function that
+# re-checks the value with Python objects and raises the precise error.
+
+cdef extern from *:
+    """
+    #define HCLTDX_LIKELY(x) __builtin_expect(!!(x), 1)
+    #define HCLTDX_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+    /* An int (or int subclass) in 0..2**64-1 into *out: 0. Anything else:
+     * -1, with no exception set. */
+    static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
+    {
+        unsigned long long v;
+        if (!PyLong_Check(o))
+            return -1;
+        v = PyLong_AsUnsignedLongLong(o);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear(); /* only OverflowError: negative or too large */
+            return -1;
+        }
+        *out = v;
+        return 0;
+    }
+    """
+    bint HCLTDX_LIKELY(bint) noexcept nogil
+    bint HCLTDX_UNLIKELY(bint) noexcept nogil
+    int hcltdx_u64_of(object o, unsigned long long *out) noexcept
+
 
 cdef int _vtl_slow(object vtl) except -1:
     if PyLong_Check(vtl) and not isinstance(vtl, bool):
@@ -123,10 +154,13 @@ cdef int _vtl_slow(object vtl) except -1:
 
 
 cdef inline int _vtl_of(object vtl) except -1:
+    cdef unsigned long long v
     if vtl is _VTL0:
         return 0
     if vtl is _VTL1:
         return 1
+    if PyLong_CheckExact(vtl) and hcltdx_u64_of(vtl, &v) == 0 and v <= 1:
+        return <int>v
     return _vtl_slow(vtl)
 
 
@@ -140,27 +174,39 @@ cdef uint32_t _field_slow(object field) except? 0xFFFFFFFF:
 
 cdef inline uint32_t _field_of(object field) except? 0xFFFFFFFF:
     cdef unsigned long long v
-    if type(field) is _VmcsFieldType:
-        v = PyLong_AsUnsignedLongLong(field)
-        if v <= 0xFFFFFF:
-            return <uint32_t>v
+    if ((type(field) is _VmcsFieldType or PyLong_CheckExact(field))
+            and hcltdx_u64_of(field, &v) == 0 and v <= 0xFFFFFF):
+        return <uint32_t>v
     return _field_slow(field)
 
 
-cdef uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
+cdef int _u64_error(object value, str name) except -1:
     if not PyLong_Check(value):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0 or value > 0xFFFFFFFFFFFFFFFF:
-        raise ValueError(f"{name} must be in 0..2**64-1, got {value!r}")
-    return PyLong_AsUnsignedLongLong(value)
+    raise ValueError(f"{name} must be in 0..2**64-1, got {value!r}")
 
 
-cdef uint64_t _uint(object value, str name, int bits) except? 0xFFFFFFFFFFFFFFFF:
+cdef int _uint_error(object value, str name, int bits) except -1:
     if not PyLong_Check(value):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0 or value >> bits:
-        raise ValueError(f"{name} must fit in {bits} bits, got {value!r}")
-    return PyLong_AsUnsignedLongLong(value)
+    raise ValueError(f"{name} must fit in {bits} bits, got {value!r}")
+
+
+cdef inline uint64_t _u64(object value, str name) except? 0xFFFFFFFFFFFFFFFF:
+    cdef unsigned long long v
+    if HCLTDX_LIKELY(hcltdx_u64_of(value, &v) == 0):
+        return v
+    _u64_error(value, name)
+    return 0
+
+
+cdef inline uint64_t _uint(object value, str name, int bits) except? 0xFFFFFFFFFFFFFFFF:
+    """``value`` as an unsigned integer of ``bits`` (< 64) bits."""
+    cdef unsigned long long v
+    if HCLTDX_LIKELY(hcltdx_u64_of(value, &v) == 0 and (v >> bits) == 0):
+        return v
+    _uint_error(value, name, bits)
+    return 0
 
 
 cdef str _width_name(uint32_t raw):
@@ -313,6 +359,93 @@ cdef object _oserror(int err, Hcl hcl, uint32_t vp, uint64_t leaf):
     name = TdCallLeaf(leaf).name or f"leaf {leaf:#x}"
     where = hcl.path if hcl.path is not None else hcl.backend
     return OSError(err, f"MSHV_VTL_TDCALL ({name}, vp {vp}) failed on {where}: {os.strerror(err)}")
+
+
+cdef object _ZERO = 0
+
+
+cdef inline bint _is_zero(object value) noexcept:
+    """An int equal to 0 (a bool False too, as _u64 accepts it)."""
+    cdef unsigned long long v
+    if value is _ZERO:
+        return True
+    return hcltdx_u64_of(value, &v) == 0 and v == 0
+
+
+cdef int _bad_high_regs(r10, r11, r12, r13, r14, r15) except -1:
+    for name, v in (("r10", r10), ("r11", r11), ("r12", r12), ("r13", r13),
+                    ("r14", r14), ("r15", r15)):
+        if _u64(v, name) != 0:
+            raise ValueError(f"{name} must be 0: the kernel enters the TDX module with R10-R15 = 0")
+    return 0
+
+
+cdef extern from *:
+    """
+    /* A tuple subclass without extra layout (a NamedTuple) filled directly,
+     * as tuple.__new__(cls, items) would, without the Python-level __new__. */
+    static PyObject *hcltdx_new_tuple_of(PyTypeObject *t, Py_ssize_t n, PyObject **items)
+    {
+        PyObject *o = t->tp_alloc(t, n);
+        if (!o)
+            return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_INCREF(items[i]);
+            PyTuple_SET_ITEM(o, i, items[i]);
+        }
+        return o;
+    }
+
+    /* int.__new__(t, v) for an int subclass without extra layout. */
+    static PyObject *hcltdx_new_int_of(PyTypeObject *t, unsigned long long v)
+    {
+        PyObject *i = PyLong_FromUnsignedLongLong(v), *args, *o;
+        if (!i)
+            return NULL;
+        args = PyTuple_Pack(1, i);
+        Py_DECREF(i);
+        if (!args)
+            return NULL;
+        o = PyLong_Type.tp_new(t, args, NULL);
+        Py_DECREF(args);
+        return o;
+    }
+    """
+    object hcltdx_new_tuple_of(type t, Py_ssize_t n, PyObject **items)
+    object hcltdx_new_int_of(type t, unsigned long long v)
+
+
+cdef type _TdcallOutputType = TdcallOutput
+cdef type _TdCallResultType = TdCallResult
+# Both are filled in C below: check they add nothing to the layouts of
+# tuple and int (a NamedTuple and a BitField with empty __slots__).
+if (not issubclass(TdcallOutput, tuple) or TdcallOutput.__basicsize__ != tuple.__basicsize__
+        or len(TdcallOutput._fields) != 6):
+    raise ImportError("hcltdx.errors.TdcallOutput must be a 6-field NamedTuple")
+if (not issubclass(TdCallResult, int) or TdCallResult.__basicsize__ != int.__basicsize__
+        or hasattr(TdCallResult(0), "__dict__")):
+    raise ImportError("hcltdx.tdx.TdCallResult must be an int subclass without instance state")
+cdef object _SUCCESS = TdCallResult(0)
+
+
+cdef object _tdcall_output(const mshv_tdcall *io):
+    """TdcallOutput(TdCallResult(rax), rcx, rdx, r8, r10, r11) built in C; a
+    success status (the common case) is one shared immutable TdCallResult."""
+    cdef PyObject *items[6]
+    cdef object rax, rcx, rdx, r8, r10, r11
+    rax = _SUCCESS if io.rax == 0 else hcltdx_new_int_of(_TdCallResultType, io.rax)
+    rcx = io.rcx
+    rdx = io.rdx
+    r8 = io.r8
+    r10 = io.r10_out
+    r11 = io.r11_out
+    items[0] = <PyObject *>rax
+    items[1] = <PyObject *>rcx
+    items[2] = <PyObject *>rdx
+    items[3] = <PyObject *>r8
+    items[4] = <PyObject *>r10
+    items[5] = <PyObject *>r11
+    return hcltdx_new_tuple_of(_TdcallOutputType, 6, items)
 
 
 # ---- pinning (the module acts on the VP running on the calling CPU) -----
@@ -692,6 +825,7 @@ cdef class Hcl:
         cdef int err
         cdef mshv_tdcall saved
         cdef const hcltdx_backend_ops *ops = self.ops
+        cdef uint64_t leaf = io.rax     # the backend may overwrite RAX
         if ops == NULL:
             raise ValueError("operation on a closed Hcl")
         if not ops.may_block:
@@ -710,7 +844,7 @@ cdef class Hcl:
             finally:
                 self.inflight -= 1
         if err:
-            raise _oserror(err, self, vp, io.rax)
+            raise _oserror(err, self, vp, leaf)
         return 0
 
     def tdcall(self, vp, leaf, rcx=0, rdx=0, r8=0, r9=0, *,
@@ -727,19 +861,34 @@ cdef class Hcl:
         cdef cpu_set_t saved
         cdef bint repin = False
         cdef uint32_t cvp
+        cdef unsigned long long cleaf, crcx, crdx, cr8, cr9
         self._check_open()
         cvp = self._vp_index(vp)
-        cdef uint64_t cleaf = _u64(leaf, "leaf")
+        if HCLTDX_UNLIKELY(hcltdx_u64_of(leaf, &cleaf) != 0):
+            _u64_error(leaf, "leaf")
         if (cleaf & 0xFFFF) == LEAF_VP_VMCALL:
             raise ValueError("leaf VP_VMCALL (0) cannot be issued through MSHV_VTL_TDCALL")
         if (cleaf & 0xFFFF) == LEAF_VP_ENTER:
             raise ValueError("leaf VP_ENTER (25) belongs to the kernel's run path, not MSHV_VTL_TDCALL")
-        for name, v in (("r10", r10), ("r11", r11), ("r12", r12), ("r13", r13),
-                        ("r14", r14), ("r15", r15)):
-            if _u64(v, name) != 0:
-                raise ValueError(f"{name} must be 0: the kernel enters the TDX module with R10-R15 = 0")
-        io_init(&io, cleaf, _u64(rcx, "rcx"), _u64(rdx, "rdx"), _u64(r8, "r8"), _u64(r9, "r9"))
-        if self.fd >= 0 and not _pinned_to(cvp):
+        # R10-R15: each must be an int in range and 0. The defaults are the
+        # interpreter's shared 0 object, recognised by identity; anything else
+        # is converted and checked.
+        if HCLTDX_UNLIKELY(not (_is_zero(r10) and _is_zero(r11) and _is_zero(r12)
+                                and _is_zero(r13) and _is_zero(r14) and _is_zero(r15))):
+            _bad_high_regs(r10, r11, r12, r13, r14, r15)
+        if HCLTDX_UNLIKELY(hcltdx_u64_of(rcx, &crcx) != 0):
+            _u64_error(rcx, "rcx")
+        if HCLTDX_UNLIKELY(hcltdx_u64_of(rdx, &crdx) != 0):
+            _u64_error(rdx, "rdx")
+        if HCLTDX_UNLIKELY(hcltdx_u64_of(r8, &cr8) != 0):
+            _u64_error(r8, "r8")
+        if HCLTDX_UNLIKELY(hcltdx_u64_of(r9, &cr9) != 0):
+            _u64_error(r9, "r9")
+        io_init(&io, cleaf, crcx, crdx, cr8, cr9)
+        if self.fd < 0:
+            self._call(cvp, &io)
+            return _tdcall_output(&io)
+        if not _pinned_to(cvp):
             _pin(cvp, &saved)
             repin = True
         try:
@@ -747,9 +896,12 @@ cdef class Hcl:
         finally:
             if repin:
                 sched_setaffinity(0, sizeof(cpu_set_t), &saved)
-        return TdcallOutput(TdCallResult(io.rax), io.rcx, io.rdx, io.r8, io.r10_out, io.r11_out)
+        return _tdcall_output(&io)
 
     cdef uint32_t _vp_index(self, object vp) except? 0xFFFFFFFF:
+        cdef unsigned long long v
+        if HCLTDX_LIKELY(PyLong_CheckExact(vp) and hcltdx_u64_of(vp, &v) == 0 and v < self.vp_count):
+            return <uint32_t>v
         if not PyLong_Check(vp) or isinstance(vp, bool):
             raise TypeError(f"vp must be an int, not {type(vp).__name__}")
         if vp < 0 or vp >= self.vp_count:
@@ -1256,6 +1408,107 @@ cdef class TdxPrivateRegs:
     __hash__ = None
 
 
+# ---- the runner's call path ------------------------------------------------------
+
+cdef inline bint _runner_ready(TdxRunner r) noexcept:
+    """Open, owned by this thread and not inside a call (``_enter`` raises the
+    error for each way this can be false)."""
+    return r.run != NULL and not r.busy and r.owner == PyThread_get_thread_ident()
+
+
+cdef int _runner_blocking(TdxRunner r, mshv_tdcall *io) except -1:
+    """A call on a backend that may block: the GIL is released (Hcl._call)
+    and the runner is marked busy meanwhile."""
+    r.busy = True
+    try:
+        r.hcl._call(r.vp, io)
+    finally:
+        r.busy = False
+    return 0
+
+
+cdef int _raise_transport(TdxRunner r, int err, uint64_t leaf) except -1:
+    raise _oserror(err, r.hcl, r.vp, leaf)
+
+
+cdef int _raise_vmcs(TdxRunner r, uint64_t rax, uint64_t leaf, object field, int vtl) except -1:
+    raise VmcsAccessError(rax, leaf, vp=r.vp, field=field, vtl=vtl)
+
+
+cdef inline int _runner_call(TdxRunner r, mshv_tdcall *io) except -1:
+    """One tdcall of the runner's VP; a transport failure raises OSError
+    naming the leaf that was sent."""
+    cdef const hcltdx_backend_ops *ops = r.hcl.ops
+    cdef uint64_t leaf = io.rax
+    cdef int err
+    if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
+        # In-process backends: straight to the table, no GIL release
+        # (cheaper than the release itself).
+        err = transport(ops, r.hcl.ctx, r.hcl.tring, r.vp, io)
+        if HCLTDX_UNLIKELY(err != 0):
+            return _raise_transport(r, err, leaf)
+        return 0
+    return _runner_blocking(r, io)
+
+
+cdef inline bint _width_ok(uint32_t raw, int bits) noexcept nogil:
+    cdef uint32_t width = (raw >> 13) & 3
+    if bits == 64:
+        return (width & 1) != 0      # 64-bit or natural width
+    if bits == 32:
+        return width == 2
+    return width == 0
+
+
+cdef int _bad_reg(object value, str name, int bits) except -1:
+    if bits == 64:
+        return _u64_error(value, name)
+    return _uint_error(value, name, bits)
+
+
+cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str method,
+                           uint64_t *out) except -1:
+    cdef mshv_tdcall io
+    cdef uint32_t raw
+    cdef int v
+    if HCLTDX_UNLIKELY(not _runner_ready(r)):
+        r._enter()
+    raw = _field_of(field)
+    v = _vtl_of(vtl)
+    if HCLTDX_UNLIKELY(not _width_ok(raw, bits)):
+        _bad_width(method, field, raw)
+    io_init(&io, LEAF_VP_RD, 0, vmcs_code(raw, v), 0, 0)
+    _runner_call(r, &io)
+    if HCLTDX_UNLIKELY(_code(io.rax) != 0):
+        return _raise_vmcs(r, io.rax, LEAF_VP_RD, field, v)
+    out[0] = io.r8
+    return 0
+
+
+cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, object value,
+                            int bits, str method, uint64_t *old) except -1:
+    cdef mshv_tdcall io
+    cdef uint32_t raw
+    cdef int v
+    cdef unsigned long long m, val
+    if HCLTDX_UNLIKELY(not _runner_ready(r)):
+        r._enter()
+    raw = _field_of(field)
+    v = _vtl_of(vtl)
+    if HCLTDX_UNLIKELY(not _width_ok(raw, bits)):
+        _bad_width(method, field, raw)
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(mask, &m) != 0 or (bits < 64 and (m >> bits) != 0)):
+        _bad_reg(mask, "mask", bits)
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(value, &val) != 0 or (bits < 64 and (val >> bits) != 0)):
+        _bad_reg(value, "value", bits)
+    io_init(&io, LEAF_VP_WR, 0, vmcs_code(raw, v), val, m)
+    _runner_call(r, &io)
+    if HCLTDX_UNLIKELY(_code(io.rax) != 0):
+        return _raise_vmcs(r, io.rax, LEAF_VP_WR, field, v)
+    old[0] = io.r8
+    return 0
+
+
 # ---- the runner ----------------------------------------------------------------------
 
 @cython.final
@@ -1389,26 +1642,12 @@ cdef class TdxRunner:
     # -- tdcalls ----------------------------------------------------------------------
 
     cdef inline int _issue(self, mshv_tdcall *io) except -1:
-        cdef Hcl hcl = self.hcl
-        cdef int err
-        if not hcl.ops.may_block:
-            # In-process backends: straight to the table, no GIL release
-            # (cheaper than the release itself).
-            err = transport(hcl.ops, hcl.ctx, hcl.tring, self.vp, io)
-            if err:
-                raise _oserror(err, hcl, self.vp, io.rax)
-            return 0
-        self.busy = True
-        try:
-            self.hcl._call(self.vp, io)
-        finally:
-            self.busy = False
-        return 0
+        return _runner_call(self, io)
 
     cdef uint64_t _vp_rd(self, uint64_t code, object field, int vtl) except? 0xFFFFFFFFFFFFFFFF:
         cdef mshv_tdcall io
         io_init(&io, LEAF_VP_RD, 0, code, 0, 0)
-        self._issue(&io)
+        _runner_call(self, &io)
         if _code(io.rax) != 0:
             raise VmcsAccessError(io.rax, LEAF_VP_RD, vp=self.vp, field=field, vtl=vtl)
         return io.r8
@@ -1417,71 +1656,50 @@ cdef class TdxRunner:
                          object field, int vtl) except? 0xFFFFFFFFFFFFFFFF:
         cdef mshv_tdcall io
         io_init(&io, LEAF_VP_WR, 0, code, value, mask)
-        self._issue(&io)
+        _runner_call(self, &io)
         if _code(io.rax) != 0:
             raise VmcsAccessError(io.rax, LEAF_VP_WR, vp=self.vp, field=field, vtl=vtl)
         return io.r8
 
+    # The single-field methods are one flat C function each (_vmcs_read and
+    # _vmcs_write are inlined): every check stays, failures go to cold code.
+
     def read_vmcs64(self, vtl, field):
         """Read a 64-bit (or natural-width) VMCS field of ``vtl``'s L2 VM."""
-        self._enter()
-        cdef uint32_t raw = _field_of(field)
-        cdef int v = _vtl_of(vtl)
-        if ((raw >> 13) & 1) == 0:
-            _bad_width("read_vmcs64", field, raw)
-        return self._vp_rd(vmcs_code(raw, v), field, v)
+        cdef uint64_t value
+        _vmcs_read(self, vtl, field, 64, "read_vmcs64", &value)
+        return value
 
     def read_vmcs32(self, vtl, field):
         """Read a 32-bit VMCS field."""
-        self._enter()
-        cdef uint32_t raw = _field_of(field)
-        cdef int v = _vtl_of(vtl)
-        if ((raw >> 13) & 3) != 2:
-            _bad_width("read_vmcs32", field, raw)
-        return <uint32_t>self._vp_rd(vmcs_code(raw, v), field, v)
+        cdef uint64_t value
+        _vmcs_read(self, vtl, field, 32, "read_vmcs32", &value)
+        return <uint32_t>value
 
     def read_vmcs16(self, vtl, field):
         """Read a 16-bit VMCS field."""
-        self._enter()
-        cdef uint32_t raw = _field_of(field)
-        cdef int v = _vtl_of(vtl)
-        if ((raw >> 13) & 3) != 0:
-            _bad_width("read_vmcs16", field, raw)
-        return <uint16_t>self._vp_rd(vmcs_code(raw, v), field, v)
+        cdef uint64_t value
+        _vmcs_read(self, vtl, field, 16, "read_vmcs16", &value)
+        return <uint16_t>value
 
     def write_vmcs64(self, vtl, field, mask, value):
         """Write the bits of ``value`` selected by ``mask`` into a 64-bit (or
         natural-width) field; returns the previous value."""
-        self._enter()
-        cdef uint32_t raw = _field_of(field)
-        cdef int v = _vtl_of(vtl)
-        if ((raw >> 13) & 1) == 0:
-            _bad_width("write_vmcs64", field, raw)
-        cdef uint64_t m = _u64(mask, "mask")
-        cdef uint64_t val = _u64(value, "value")
-        return self._vp_wr(vmcs_code(raw, v), val, m, field, v)
+        cdef uint64_t old
+        _vmcs_write(self, vtl, field, mask, value, 64, "write_vmcs64", &old)
+        return old
 
     def write_vmcs32(self, vtl, field, mask, value):
         """Write a 32-bit field (mask and value are u32); returns the previous value."""
-        self._enter()
-        cdef uint32_t raw = _field_of(field)
-        cdef int v = _vtl_of(vtl)
-        if ((raw >> 13) & 3) != 2:
-            _bad_width("write_vmcs32", field, raw)
-        cdef uint64_t m = _uint(mask, "mask", 32)
-        cdef uint64_t val = _uint(value, "value", 32)
-        return <uint32_t>self._vp_wr(vmcs_code(raw, v), val, m, field, v)
+        cdef uint64_t old
+        _vmcs_write(self, vtl, field, mask, value, 32, "write_vmcs32", &old)
+        return <uint32_t>old
 
     def write_vmcs16(self, vtl, field, mask, value):
         """Write a 16-bit field (mask and value are u16); returns the previous value."""
-        self._enter()
-        cdef uint32_t raw = _field_of(field)
-        cdef int v = _vtl_of(vtl)
-        if ((raw >> 13) & 3) != 0:
-            _bad_width("write_vmcs16", field, raw)
-        cdef uint64_t m = _uint(mask, "mask", 16)
-        cdef uint64_t val = _uint(value, "value", 16)
-        return <uint16_t>self._vp_wr(vmcs_code(raw, v), val, m, field, v)
+        cdef uint64_t old
+        _vmcs_write(self, vtl, field, mask, value, 16, "write_vmcs16", &old)
+        return <uint16_t>old
 
     def write_msr_bitmap(self, vtl, i, mask, word):
         """Write the bits of ``word`` selected by ``mask`` into 64-bit word
@@ -1801,3 +2019,30 @@ cdef class _Baseline:
 
     def noop(self, vtl, field):
         return 0
+
+    cpdef object noop3(self, object a, object b, object c):
+        """A no-op ``cpdef`` method taking three arguments."""
+        return 0
+
+    def table_loop(self, Hcl hcl not None, uint32_t vp, uint64_t code, Py_ssize_t n):
+        """``n`` VP.RDs of field code ``code`` through ``hcl``'s backend table
+        from a C loop (no Python per call): what a compiled caller of the same
+        table pays. Returns the last value read."""
+        cdef mshv_tdcall io
+        cdef Py_ssize_t i
+        cdef uint64_t last = 0
+        cdef int err = 0
+        hcl._check_open()
+        if hcl.ops.may_block:
+            raise ValueError("table_loop is for in-process backends")
+        for i in range(n):
+            io_init(&io, LEAF_VP_RD, 0, code, 0, 0)
+            err = transport(hcl.ops, hcl.ctx, hcl.tring, vp, &io)
+            if err or _code(io.rax) != 0:
+                break
+            last = io.r8
+        if err:
+            raise OSError(err, os.strerror(err))
+        if _code(io.rax) != 0:
+            raise VmcsAccessError(io.rax, LEAF_VP_RD, vp=vp)
+        return last

@@ -10,7 +10,7 @@ The public entry points are reached through :class:`hcltdx.TdxRunner`
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.long cimport PyLong_Check, PyLong_AsUnsignedLongLong
+from cpython.long cimport PyLong_Check, PyLong_CheckExact, PyLong_AsUnsignedLongLong
 from libc.errno cimport errno, EINTR, EPROTO, ENOMEM
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, calloc, free
@@ -33,10 +33,35 @@ import numpy as np
 from hcltdx import abi as _abi
 from hcltdx.errors import (BatchError, HclError, PollInterrupted, RecorderFull, ReplayDivergence,
                            VmcsAccessError)
+from hcltdx.protocol import GuestVtl
 from hcltdx.tdx import TdCallLeaf
 from hcltdx.vmx import VmcsField
 
 cnp.import_array()
+
+cdef object _VTL0 = GuestVtl.VTL0
+cdef object _VTL1 = GuestVtl.VTL1
+cdef type _VmcsFieldType = VmcsField
+
+cdef extern from *:
+    """
+    /* An int (or int subclass) in 0..2**64-1 into *out: 0. Anything else:
+     * -1, with no exception set. */
+    static inline int hcltdx_poll_u64_of(PyObject *o, unsigned long long *out)
+    {
+        unsigned long long v;
+        if (!PyLong_Check(o))
+            return -1;
+        v = PyLong_AsUnsignedLongLong(o);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear(); /* only OverflowError: negative or too large */
+            return -1;
+        }
+        *out = v;
+        return 0;
+    }
+    """
+    int hcltdx_poll_u64_of(object o, unsigned long long *out) noexcept
 
 __all__ = [
     "BatchError",
@@ -151,6 +176,10 @@ cdef int _batch_run(batch *b) noexcept nogil:
 # ---- field lists ------------------------------------------------------------------
 
 cdef int _vtl_of(object vtl) except -1:
+    if vtl is _VTL0:
+        return 0
+    if vtl is _VTL1:
+        return 1
     if PyLong_Check(vtl) and not isinstance(vtl, bool):
         if vtl == 0:
             return 0
@@ -226,18 +255,24 @@ cdef _Codes _codes_for(object fields, int vtl):
     cdef Py_ssize_t i, n
     cdef unsigned long long raw
     cdef const uint32_t *src
-    if isinstance(fields, np.ndarray):
+    cdef cnp.ndarray a
+    if cnp.PyArray_Check(fields):
         arr = <object>fields
-        if arr.ndim != 1 or arr.dtype.kind not in "iu":
-            raise TypeError("fields must be a 1-d integer array or a sequence of VmcsField/int")
-        if arr.dtype != np.uint32 or not arr.flags.c_contiguous:
+        a = <cnp.ndarray>fields
+        if (cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
+                or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+            # Not already a contiguous 1-d uint32 array: checked and converted
+            # with numpy (the cold path).
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise TypeError("fields must be a 1-d integer array or a sequence of VmcsField/int")
             if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
                 i = int(np.nonzero((arr < 0) | (arr > 0xFFFFFFFF))[0][0])
                 _bad_raw(int(arr[i]), i)
             arr = np.ascontiguousarray(arr, dtype=np.uint32)
-        n = arr.shape[0]
+            a = <cnp.ndarray>arr
+        n = cnp.PyArray_DIM(a, 0)
         c._alloc(n)
-        src = <const uint32_t *>cnp.PyArray_DATA(arr)
+        src = <const uint32_t *>cnp.PyArray_DATA(a)
         for i in range(n):
             if not _raw_ok(src[i]):
                 _bad_raw(int(src[i]), i)
@@ -253,7 +288,15 @@ cdef _Codes _codes_for(object fields, int vtl):
     c._alloc(n)
     for i in range(n):
         f = seq[i]
-        if type(f) is VmcsField or (PyLong_Check(f) and not isinstance(f, bool)):
+        # VmcsField members and plain ints: converted in C (a negative or
+        # huge value fails the conversion and is reported below).
+        if ((type(f) is _VmcsFieldType or PyLong_CheckExact(f))
+                and hcltdx_poll_u64_of(f, &raw) == 0 and _raw_ok(raw)):
+            c._set(i, <uint32_t>raw, vtl)
+            continue
+        if type(f) is _VmcsFieldType or PyLong_CheckExact(f):
+            _bad_raw(f, i)
+        if PyLong_Check(f) and not isinstance(f, bool):
             if 0 <= f <= 0x7FFF:
                 raw = PyLong_AsUnsignedLongLong(f)
                 if _raw_ok(raw):
@@ -331,6 +374,7 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, _Codes c):
     """``a`` as a contiguous uint64 array of length n, each value checked
     against the width of its field."""
     cdef Py_ssize_t i
+    cdef unsigned long long one
     if isinstance(a, np.ndarray):
         arr = <object>a
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
@@ -341,6 +385,8 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, _Codes c):
     else:
         vals = list(a)
         for i, v in enumerate(vals):
+            if PyLong_CheckExact(v) and hcltdx_poll_u64_of(v, &one) == 0:
+                continue  # a plain int in range, checked in C
             if not (PyLong_Check(v) or isinstance(v, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name}[{i}] must be an int, not {type(v).__name__}")
             if v < 0 or v > 0xFFFFFFFFFFFFFFFF:

@@ -752,3 +752,39 @@ def test_memory_range_basics():
 def test_memory_range_rejects(start, end, exc, match):
     with pytest.raises(exc, match=match):
         MemoryRange(start, end)
+
+
+def _all_enum_types():
+    import enum
+
+    from hcltdx import protocol, tdx, vmx, x86
+
+    found = {}
+    for mod in (tdx, vmx, x86, protocol):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if isinstance(obj, type) and issubclass(obj, enum.Enum):
+                found[obj.__qualname__] = obj
+    return [found[k] for k in sorted(found)]
+
+
+@pytest.mark.parametrize("cls", _all_enum_types(), ids=lambda c: c.__name__)
+def test_enum_members_load_as_themselves(cls):
+    # Class attribute loads take type's own lookup (no __getattr__ hook):
+    # every member and alias must still load as the member, and a name that
+    # is no member must still be an AttributeError.
+    assert len(cls.__members__) > 0
+    for name, member in cls.__members__.items():
+        assert getattr(cls, name) is member
+        assert cls[name] is member
+        assert cls(member.value) is cls(int(member))
+    assert list(cls) == [cls.__members__[n] for n in cls._member_names_]
+    with pytest.raises(AttributeError):
+        getattr(cls, "NO_SUCH_MEMBER_XYZ")
+
+
+def test_guest_vtl_members_and_aliases():
+    assert GuestVtl.VTL0 == 0 and GuestVtl.VTL1 == 1
+    assert GuestVtl.Vtl0 is GuestVtl.VTL0 and GuestVtl.Vtl1 is GuestVtl.VTL1
+    assert GuestVtl(1) is GuestVtl.VTL1
+    assert [int(v) for v in GuestVtl] == [0, 1]

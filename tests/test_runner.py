@@ -695,3 +695,70 @@ def test_unclosed_device_warns(simdev_mount):
     with pytest.warns(ResourceWarning, match="unclosed"):
         del hcl
         gc.collect()
+
+
+# ---- the C-level argument conversion: its limits (the fast paths) -----------------
+
+
+def test_u64_limits_on_the_fast_path(runner, sim):
+    cr3 = VmcsField.VMX_VMCS_GUEST_CR3
+    before = sim.counters()
+    for bad in (1 << 64, -1, -(1 << 64), 1 << 100):
+        with pytest.raises(ValueError, match="mask"):
+            runner.write_vmcs64(VTL0, cr3, bad, 0)
+        with pytest.raises(ValueError, match="value"):
+            runner.write_vmcs64(VTL0, cr3, 0, bad)
+    with pytest.raises(ValueError, match="mask"):
+        runner.write_vmcs32(VTL0, VmcsField.VMX_VMCS_PROCESSOR_CONTROLS, (1 << 32) | 1, 0)
+    with pytest.raises(TypeError, match="mask"):
+        runner.write_vmcs64(VTL0, cr3, 1.0, 0)
+    assert sim.counters() == before
+    # The largest values pass; the model keeps only the writable bits.
+    runner.write_vmcs64(VTL0, cr3, (1 << 64) - 1, 0x1234_5000)
+    assert runner.read_vmcs64(VTL0, cr3) == 0x1234_5000
+    assert sim.counters()["VP_WR"] == before["VP_WR"] + 1
+
+
+class _IntSubclass(int):
+    pass
+
+
+@pytest.mark.parametrize("field", [0x6802, _IntSubclass(0x6802), VmcsField(0x6802)])
+@pytest.mark.parametrize("vtl", [0, GuestVtl.VTL0, _IntSubclass(0)])
+def test_argument_types_users_pass(runner, field, vtl):
+    runner.write_vmcs64(VTL0, VmcsField.VMX_VMCS_GUEST_CR3, (1 << 64) - 1, 0xABC000)
+    assert runner.read_vmcs64(vtl, field) == 0xABC000
+
+
+@pytest.mark.parametrize("field,exc", [(True, TypeError), (-(1 << 70), ValueError),
+                                       (1 << 70, ValueError), (_IntSubclass(-1), ValueError)])
+def test_bad_field_beyond_u64(runner, sim, field, exc):
+    before = sim.counters()
+    with pytest.raises(exc):
+        runner.read_vmcs64(VTL0, field)
+    assert sim.counters() == before
+
+
+def test_raw_tdcall_limits(hcl, sim):
+    before = sim.counters()
+    for kw in ({"rdx": 1 << 64}, {"r8": -1}, {"r9": 1 << 80}, {"r10": 1 << 64}, {"r15": -1}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            hcl.tdcall(0, TdCallLeaf.VP_RD, **kw)
+    with pytest.raises(ValueError, match="leaf"):
+        hcl.tdcall(0, -1)
+    with pytest.raises(TypeError, match="leaf"):
+        hcl.tdcall(0, 9.0)
+    with pytest.raises(TypeError, match="vp"):
+        hcl.tdcall(True, 9)
+    with pytest.raises(ValueError, match="vp"):
+        hcl.tdcall(-1, 9)
+    with pytest.raises(ValueError, match="vp"):
+        hcl.tdcall(1 << 64, 9)
+    assert sim.counters() == before
+    # Zero given explicitly (not the default object) is accepted.
+    out = hcl.tdcall(0, TdCallLeaf.VP_RD, rdx=0x2420000300006802, r10=int("0"), r15=0)
+    assert out.rax == 0 and isinstance(out, hcltdx.TdcallOutput)
+    assert type(out.rax) is hcltdx.TdCallResult and out.rax.is_success
+    bad = hcl.tdcall(0, TdCallLeaf.VP_RD, rcx=1, rdx=0x2420000300006802)
+    assert type(bad.rax) is hcltdx.TdCallResult
+    assert bad.rax.code == TdCallResultCode.OPERAND_INVALID and bad.rax.details == 1

@@ -300,3 +300,44 @@ def test_closing_the_hcl_keeps_a_recording_trace(backend):
         hcl.tdcall(0, 9, rdx=0x2420000300006802)
         hcl.close()
     assert len(t.calls) == 1 and int(t.calls[0]["in_rdx"]) == 0x2420000300006802
+
+
+@pytest.mark.parametrize("how", ["read_vmcs64", "write_vmcs64", "tdcall"])
+def test_replay_transport_failure_names_the_leaf_sent(hcl, sim, how):
+    # A recorded transport failure (err != 0) whose recorded output RAX is a
+    # different leaf number: the OSError names the leaf that was sent
+    # (VP.RD = 9 or VP.WR = 10), not what RAX holds after the call.
+    cr3 = VmcsField.VMX_VMCS_GUEST_CR3
+    code = hcltdx.vmcs_field_code(cr3, VTL0)
+    with hcl.trace(16) as t:
+        r = hcl.runner(0)
+        if how == "read_vmcs64":
+            r.read_vmcs64(VTL0, cr3)
+        elif how == "write_vmcs64":
+            r.write_vmcs64(VTL0, cr3, 0xFFF000, 0x5000)
+        else:
+            hcl.tdcall(0, 9, rdx=code)
+    gc.collect()
+    r.close()
+    calls = t.calls.copy()
+    last = len(calls) - 1
+    sent = int(calls["in_rax"][last])
+    assert sent in (9, 10)
+    calls["err"][last] = errno.EFAULT
+    calls["out_rax"][last] = 6          # MEM_PAGE_ACCEPT's leaf number
+    rh = Hcl.replay(calls, vp_count=hcl.vp_count)
+    r = rh.runner(0)
+    with pytest.raises(OSError) as ei:
+        if how == "read_vmcs64":
+            r.read_vmcs64(VTL0, cr3)
+        elif how == "write_vmcs64":
+            r.write_vmcs64(VTL0, cr3, 0xFFF000, 0x5000)
+        else:
+            rh.tdcall(0, 9, rdx=code)
+    assert ei.value.errno == errno.EFAULT
+    msg = str(ei.value)
+    assert ("VP_RD" if sent == 9 else "VP_WR") in msg
+    assert "MEM_PAGE_ACCEPT" not in msg
+    gc.collect()
+    r.close()
+    rh.close()

@@ -1,5 +1,6 @@
 /* Construction, shared pages, host controls, faults, counters and the log. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -93,7 +94,7 @@ hcltdx_sim *hcltdx_sim_new(const hcltdx_sim_config *cfg, int *err)
         goto fail;
     }
     for (uint32_t i = 0; i < cfg->vp_count; i++) {
-        pthread_mutex_init(&sim->vps[i].lock, NULL);
+        atomic_init(&sim->vps[i].busy, 0);
         sim->vps[i].vtl1_apic = (hcltdx_apic_page *)(sim->vtl1_apic_block + (size_t)i * SIM_PAGE);
     }
 
@@ -125,11 +126,7 @@ void hcltdx_sim_free(hcltdx_sim *sim)
         munmap(sim->apic_window, sim->window_len);
     if (sim->vtl1_apic_block)
         munmap(sim->vtl1_apic_block, sim->window_len);
-    if (sim->vps) {
-        for (uint32_t i = 0; i < sim->cfg.vp_count; i++)
-            pthread_mutex_destroy(&sim->vps[i].lock);
-        free(sim->vps);
-    }
+    free(sim->vps);
     free(sim->pflags);
     free(sim->attrs[0]);
     free(sim->attrs[1]);
@@ -148,16 +145,15 @@ void hcltdx_sim_reset(hcltdx_sim *sim)
     memset(sim->apic_window, 0, sim->window_len);
     memset(sim->vtl1_apic_block, 0, sim->window_len);
     for (uint32_t i = 0; i < sim->cfg.vp_count; i++) {
-        pthread_mutex_lock(&sim->vps[i].lock);
+        sim_vp_lock(&sim->vps[i]);
         sim_vp_reset(sim, &sim->vps[i], i);
-        pthread_mutex_unlock(&sim->vps[i].lock);
+        memset(sim->vps[i].calls, 0, sizeof(sim->vps[i].calls));
+        sim_vp_unlock(&sim->vps[i]);
     }
     pthread_mutex_lock(&sim->mem_lock);
     reset_memory(sim);
     pthread_mutex_unlock(&sim->mem_lock);
     hcltdx_sim_clear_faults(sim);
-    for (uint32_t s = 0; s < HCLTDX_SIM_NUM_SLOTS; s++)
-        atomic_store(&sim->counters[s], 0);
     hcltdx_sim_log_clear(sim);
 }
 
@@ -178,25 +174,48 @@ const hcltdx_sim_config *hcltdx_sim_config_of(const hcltdx_sim *sim)
 
 /* ---- the ioctl --------------------------------------------------------- */
 
+void sim_vp_lock_contended(struct sim_vp *v)
+{
+    for (unsigned spins = 0;; spins++) {
+        if (!atomic_load_explicit(&v->busy, memory_order_relaxed) &&
+            !atomic_exchange_explicit(&v->busy, 1, memory_order_acquire))
+            return;
+        if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else
+            sched_yield(); /* the holder may be descheduled */
+    }
+}
+
 int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)
 {
     if (!sim || !io || vp >= sim->cfg.vp_count)
         return -EINVAL;
-    struct mshv_tdcall in = *io;
-    /* The kernel copies RCX, RDX, R8, R9 in; R10-R15 enter as 0. */
-    uint64_t r[6] = {in.rcx, in.rdx, in.r8, in.r9, 0, 0};
-    uint32_t slot = sim_leaf_slot(in.rax);
+    /* Registers are read once, straight from the caller's struct; a copy of
+     * the inputs is made only for the call log. The kernel copies RCX, RDX,
+     * R8, R9 in; R10-R15 enter as 0. */
+    uint64_t leaf = io->rax;
+    uint64_t r[6] = {io->rcx, io->rdx, io->r8, io->r9, 0, 0};
+    uint32_t slot = sim_leaf_slot(leaf);
+    struct sim_vp *v = &sim->vps[vp];
+    int logging = atomic_load_explicit(&sim->log_cap, memory_order_relaxed) != 0;
+    struct mshv_tdcall in;
     uint64_t rax;
     int injected = 0;
 
-    if (atomic_load_explicit(&sim->guest.enabled, memory_order_relaxed))
+    if (__builtin_expect(logging, 0))
+        in = *io;
+    sim_vp_lock(v);
+    if (__builtin_expect(atomic_load_explicit(&sim->guest.enabled, memory_order_relaxed), 0))
         sim_guest_sync(sim, vp); /* the synthetic guest, off by default */
-    atomic_fetch_add_explicit(&sim->counters[slot], 1, memory_order_relaxed);
-    if (atomic_load_explicit(&sim->fault_armed[slot], memory_order_relaxed) &&
+    v->calls[slot]++;
+    if (__builtin_expect(atomic_load_explicit(&sim->fault_armed[slot], memory_order_relaxed), 0) &&
         sim_fault_take(sim, slot, &rax))
         injected = 1;
     else
-        rax = sim_dispatch(sim, vp, in.rax, r);
+        rax = sim_dispatch(sim, vp, leaf, r);
 
     io->rax = rax;
     io->rcx = r[0];
@@ -205,8 +224,11 @@ int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)
     io->r9 = r[3];
     io->r10_out = r[4];
     io->r11_out = r[5];
-    if (atomic_load_explicit(&sim->log_cap, memory_order_relaxed))
+    /* Appended under the VP's lock: the log's order of one VP's calls is the
+     * order they changed its state in. */
+    if (__builtin_expect(logging, 0))
         sim_log_append(sim, vp, injected, &in, io);
+    sim_vp_unlock(v);
     return 0;
 }
 
@@ -360,9 +382,9 @@ int hcltdx_sim_vmcs_peek(hcltdx_sim *sim, uint32_t vp, uint32_t vm, uint32_t enc
         return -EINVAL;
     if (i < 0)
         return -ENOENT;
-    pthread_mutex_lock(&v->lock);
+    sim_vp_lock(v);
     *value = v->vmcs[vm - 1][i];
-    pthread_mutex_unlock(&v->lock);
+    sim_vp_unlock(v);
     return 0;
 }
 
@@ -375,9 +397,9 @@ int hcltdx_sim_vmcs_poke(hcltdx_sim *sim, uint32_t vp, uint32_t vm, uint32_t enc
         return -EINVAL;
     if (i < 0)
         return -ENOENT;
-    pthread_mutex_lock(&v->lock);
+    sim_vp_lock(v);
     v->vmcs[vm - 1][i] = value & hcltdx_vmcs_width_mask(encoding);
-    pthread_mutex_unlock(&v->lock);
+    sim_vp_unlock(v);
     return 0;
 }
 
@@ -387,9 +409,9 @@ int hcltdx_sim_msr_bitmap_peek(hcltdx_sim *sim, uint32_t vp, uint32_t vm, uint32
     struct sim_vp *v = vp_of(sim, vp, vm);
     if (!v || !value || index >= SIM_MSR_BITMAP_WORDS)
         return -EINVAL;
-    pthread_mutex_lock(&v->lock);
+    sim_vp_lock(v);
     *value = v->msr_bitmap[vm - 1][index];
-    pthread_mutex_unlock(&v->lock);
+    sim_vp_unlock(v);
     return 0;
 }
 
@@ -398,9 +420,9 @@ int hcltdx_sim_l2_ctls_peek(hcltdx_sim *sim, uint32_t vp, uint32_t vm, uint64_t 
     struct sim_vp *v = vp_of(sim, vp, vm);
     if (!v || !value)
         return -EINVAL;
-    pthread_mutex_lock(&v->lock);
+    sim_vp_lock(v);
     *value = v->l2_ctls[vm - 1];
-    pthread_mutex_unlock(&v->lock);
+    sim_vp_unlock(v);
     return 0;
 }
 
@@ -408,9 +430,9 @@ uint64_t hcltdx_sim_invgla_count(hcltdx_sim *sim, uint32_t vp)
 {
     if (!sim || vp >= sim->cfg.vp_count)
         return 0;
-    pthread_mutex_lock(&sim->vps[vp].lock);
+    sim_vp_lock(&sim->vps[vp]);
     uint64_t n = sim->vps[vp].invgla_count;
-    pthread_mutex_unlock(&sim->vps[vp].lock);
+    sim_vp_unlock(&sim->vps[vp]);
     return n;
 }
 
@@ -521,8 +543,16 @@ int sim_fault_take(hcltdx_sim *sim, uint32_t slot, uint64_t *status)
 
 void hcltdx_sim_counters(hcltdx_sim *sim, uint64_t out[HCLTDX_SIM_NUM_SLOTS])
 {
-    for (uint32_t s = 0; s < HCLTDX_SIM_NUM_SLOTS; s++)
-        out[s] = atomic_load_explicit(&sim->counters[s], memory_order_relaxed);
+    /* Each VP's counts under its lock: exact, and consistent with the VP's
+     * state at the moment its lock was held. */
+    memset(out, 0, HCLTDX_SIM_NUM_SLOTS * sizeof(out[0]));
+    for (uint32_t i = 0; i < sim->cfg.vp_count; i++) {
+        struct sim_vp *v = &sim->vps[i];
+        sim_vp_lock(v);
+        for (uint32_t s = 0; s < HCLTDX_SIM_NUM_SLOTS; s++)
+            out[s] += v->calls[s];
+        sim_vp_unlock(v);
+    }
 }
 
 const char *hcltdx_sim_slot_name(uint32_t slot)

@@ -186,8 +186,7 @@ void sim_guest_sync(hcltdx_sim *sim, uint32_t vp)
     hcltdx_sim_guest_values g;
     if (hcltdx_sim_guest_state(sim, vp, hcltdx_sim_guest_clock(sim), &g))
         return;
-    struct sim_vp *v = &sim->vps[vp];
-    pthread_mutex_lock(&v->lock);
+    struct sim_vp *v = &sim->vps[vp]; /* the caller holds its lock */
     put(v, F_GUEST_RIP, g.rip);
     put(v, F_GUEST_RSP, g.rsp);
     put(v, F_GUEST_CR3, g.cr3);
@@ -198,7 +197,6 @@ void sim_guest_sync(hcltdx_sim *sim, uint32_t vp)
     put(v, F_GUEST_LINEAR_ADDRESS, g.gla);
     put(v, F_EXIT_INSTRUCTION_LENGTH, g.instr_len);
     put(v, F_EXIT_INTERRUPTION_INFO, g.interruption_info);
-    pthread_mutex_unlock(&v->lock);
 
     /* TDG.VP.ENTER's output registers for that exit (spec 3.3; the register
      * roles follow the TDX module ABI of VP.ENTER). */

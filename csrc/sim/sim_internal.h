@@ -41,8 +41,21 @@
 #define OPND_R8 8u
 #define OPND_R9 9u
 
+/*
+ * One VP's state. A VP runs on one CPU at a time, so its state has one
+ * thread working on it at a time in normal use (the runner's owner); other
+ * threads (a raw hcl.tdcall from a second thread, the FUSE daemon's workers,
+ * the host-side peek/poke) are rare. The VP is therefore guarded by a lock
+ * word of its own, taken with a single atomic exchange on the VP's own cache
+ * line and released with a plain release store: uncontended, that is one
+ * locked instruction per call on a line no other VP touches. Contended, the
+ * loser spins briefly and then yields (critical sections are short and never
+ * sleep). The per-leaf call counters live in the same line, updated under
+ * the lock, so no shared cache line is written on the call path.
+ */
 struct sim_vp {
-    pthread_mutex_t lock;
+    _Atomic uint32_t busy; /* 0 free, 1 held; see sim_vp_lock() */
+    uint64_t calls[HCLTDX_SIM_NUM_SLOTS]; /* per leaf slot, under `busy` */
     uint64_t vmcs[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
     uint64_t msr_bitmap[HCLTDX_SIM_NUM_L2_VMS][SIM_MSR_BITMAP_WORDS];
     uint64_t l2_ctls[HCLTDX_SIM_NUM_L2_VMS];
@@ -88,8 +101,6 @@ struct hcltdx_sim {
     uint16_t *attrs[HCLTDX_SIM_NUM_L2_VMS];
     uint64_t counts[3];  /* pages per state */
 
-    _Atomic uint64_t counters[HCLTDX_SIM_NUM_SLOTS];
-
     pthread_mutex_t fault_lock;
     _Atomic int fault_armed[HCLTDX_SIM_NUM_SLOTS];
     struct sim_fault_slot faults[HCLTDX_SIM_NUM_SLOTS];
@@ -103,6 +114,21 @@ struct hcltdx_sim {
     struct sim_guest guest; /* csrc/sim/sim_guest.c; zero = off */
 };
 
+/* csrc/sim/sim_core.c: the VP lock (see struct sim_vp). */
+void sim_vp_lock_contended(struct sim_vp *v);
+
+static inline void sim_vp_lock(struct sim_vp *v)
+{
+    if (__builtin_expect(!atomic_exchange_explicit(&v->busy, 1, memory_order_acquire), 1))
+        return;
+    sim_vp_lock_contended(v);
+}
+
+static inline void sim_vp_unlock(struct sim_vp *v)
+{
+    atomic_store_explicit(&v->busy, 0, memory_order_release);
+}
+
 /* csrc/sim/vmcs_catalogue.c */
 int hcltdx_vmcs_field_index(uint32_t encoding); /* -1: not in the catalogue */
 int hcltdx_vmcs_next_readable(size_t i);    /* -1: no readable field after i */
@@ -113,7 +139,8 @@ uint64_t sim_dispatch(hcltdx_sim *sim, uint32_t vp, uint64_t leaf, uint64_t r[6]
 uint32_t sim_leaf_slot(uint64_t leaf);
 void sim_vp_reset(hcltdx_sim *sim, struct sim_vp *v, uint32_t index);
 
-/* csrc/sim/sim_guest.c: bring VP vp's guest state up to the guest clock. */
+/* csrc/sim/sim_guest.c: bring VP vp's guest state up to the guest clock;
+ * the caller holds the VP's lock. */
 void sim_guest_sync(hcltdx_sim *sim, uint32_t vp);
 
 /* csrc/sim/sim_core.c */

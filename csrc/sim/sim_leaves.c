@@ -216,8 +216,8 @@ static uint64_t vp_rd_wr(hcltdx_sim *sim, uint32_t vp, int write, uint64_t r[6])
         return st;
     }
 
+    /* The caller (hcltdx_sim_tdcall) holds the VP's lock. */
     struct sim_vp *v = &sim->vps[vp];
-    pthread_mutex_lock(&v->lock);
     uint64_t *slot = field_slot(v, &f);
     uint64_t old = *slot;
     if (!write) {
@@ -242,7 +242,6 @@ static uint64_t vp_rd_wr(hcltdx_sim *sim, uint32_t vp, int write, uint64_t r[6])
             r[R_R8] = old & f.rmask;
         }
     }
-    pthread_mutex_unlock(&v->lock);
     return st;
 }
 
@@ -479,10 +478,7 @@ static uint64_t vp_invgla(hcltdx_sim *sim, uint32_t vp, uint64_t r[6])
             return TDX_GLA_NOT_CANONICAL;
         n = extra + 1;
     }
-    struct sim_vp *v = &sim->vps[vp];
-    pthread_mutex_lock(&v->lock);
-    v->invgla_count += n;
-    pthread_mutex_unlock(&v->lock);
+    sim->vps[vp].invgla_count += n; /* under the VP's lock (the caller's) */
     return TDX_SUCCESS;
 }
 

@@ -1,0 +1,66 @@
+//! TDG.VP.RD of GUEST_CR3 (VTL0) in a loop from Rust, through the same C
+//! backend table (`hcltdx_sim_backend_ops`) the Cython core calls: the
+//! compiled-caller yardstick of benchmarks/bench_runner.py.
+//!
+//!     cargo run --release -- [iterations]
+use std::ffi::{c_char, c_int, c_void};
+use std::hint::black_box;
+use std::time::Instant;
+
+#[repr(C)]
+#[derive(Default)]
+struct MshvTdcall {
+    rax: u64,
+    rcx: u64,
+    rdx: u64,
+    r8: u64,
+    r9: u64,
+    r10_out: u64,
+    r11_out: u64,
+}
+
+#[repr(C)]
+struct BackendOps {
+    name: *const c_char,
+    may_block: c_int,
+    tdcall: unsafe extern "C" fn(*mut c_void, u32, *mut MshvTdcall) -> c_int,
+    // map_page, unmap_page, vtl1_apic_page follow; not used here.
+}
+
+extern "C" {
+    static hcltdx_sim_backend_ops: BackendOps;
+    fn hcltdx_sim_config_init(cfg: *mut c_void);
+    fn hcltdx_sim_new(cfg: *const c_void, err: *mut c_int) -> *mut c_void;
+    fn hcltdx_sim_free(sim: *mut c_void);
+}
+
+/// Field code of VMX_VMCS_GUEST_CR3 (0x6802) for VTL0 (docs/tdx-abi.md 7.4).
+const GUEST_CR3_VTL0: u64 = 0x2420_0003_0000_6802;
+const VP_RD: u64 = 9;
+
+fn main() {
+    let iters: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
+    // hcltdx_sim_config is a plain C struct; the defaults (1 VP, 64 MiB) suit.
+    let mut cfg = [0u64; 16];
+    let mut err: c_int = 0;
+    unsafe { hcltdx_sim_config_init(cfg.as_mut_ptr().cast()) };
+    let sim = unsafe { hcltdx_sim_new(cfg.as_ptr().cast(), &mut err) };
+    assert!(!sim.is_null(), "hcltdx_sim_new failed: {err}");
+    let ops = unsafe { &hcltdx_sim_backend_ops };
+    let run = |n: u64| -> f64 {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let mut io = MshvTdcall { rax: VP_RD, rdx: GUEST_CR3_VTL0, ..Default::default() };
+            let rc = unsafe { (ops.tdcall)(sim, 0, &mut io) };
+            if rc != 0 || (io.rax >> 32) != 0 {
+                panic!("VP.RD failed: errno {rc}, rax {:#x}", io.rax);
+            }
+            black_box(io.r8);
+        }
+        t0.elapsed().as_nanos() as f64 / n as f64
+    };
+    run(iters / 10);
+    let best = (0..5).map(|_| run(iters / 5)).fold(f64::INFINITY, f64::min);
+    println!("rust_vp_rd_ns_per_call {best:.1} (best of 5 runs of {} calls)", iters / 5);
+    unsafe { hcltdx_sim_free(sim) };
+}

@@ -1,0 +1,33 @@
+//! Compiles the project's simulator (csrc/sim/*.c) into this binary: the
+//! same C source the Python extension and libhcltdx_sim.so are built from.
+use std::path::PathBuf;
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sim = root.join("csrc/sim");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&sim)
+        .expect("csrc/sim")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().map_or(false, |x| x == "c"))
+        .collect();
+    sources.sort();
+    let mut build = cc::Build::new();
+    build
+        .files(&sources)
+        .include(root.join("include"))
+        .include(&sim)
+        .flag("-std=gnu11")
+        .flag("-pthread")
+        .flag("-fno-semantic-interposition")
+        .opt_level(2)
+        .warnings(false);
+    build.compile("hcltdx_sim");
+    println!("cargo:rustc-link-lib=pthread");
+    for p in &sources {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    println!("cargo:rerun-if-changed={}", sim.join("sim_internal.h").display());
+    for h in ["abi.h", "backend.h", "sim.h", "vmcs_fields.def"] {
+        println!("cargo:rerun-if-changed={}", root.join("include/hcltdx").join(h).display());
+    }
+}

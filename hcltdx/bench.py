@@ -1,0 +1,473 @@
+"""``hcltdx bench``: hcltdx next to the Rust way and the plain-Python way.
+
+    python -m hcltdx.bench [--out DIR] [--quick] [--runs N] [--device/--no-device]
+                           [--source DIR] [--max-spread F] [--cpu N]
+
+Runs, on this machine and pinned the same way, three implementations of the
+same operations over the same two backends (the in-process simulator, the
+FUSE stand-in device):
+
+* hcltdx, through the pytest-benchmark suite ``benchmarks/test_bench.py``;
+* the plain-Python baseline (``benchmarks/plain.py``: ctypes, struct,
+  fcntl.ioctl), through the same suite;
+* the Rust crate ``benchmarks/rust`` (``cargo build --release``), which calls
+  the same C simulator through FFI and the same device through ioctl.
+
+Writes ``DIR/report.md`` (ns per unit, ratios hcltdx/Rust and
+plain-Python/hcltdx, the targets), ``DIR/ratios.png`` and the raw
+``DIR/pytest.json``, ``DIR/rust.json`` and ``DIR/results.json``.
+
+The benchmarks are not part of the installed package: they are read from a
+source checkout, ``--source DIR`` or else ``$HCLTDX_SOURCE``, the current
+directory or one of its parents, or the directory the imported ``hcltdx``
+package sits in.
+
+A "run" is one timed round of many iterations; each operation gets ``--runs``
+rounds (9 for page sweeps unless ``--runs`` is given) and the table shows the
+median over rounds. The spread of a side is (Q3 - Q1) / median over its
+rounds; a ratio is printed only when both sides' spreads are at most
+``--max-spread`` (default 0.10) and each side has at least three rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+IMPLS = ("hcltdx", "rust", "plain")
+# Display order of the operations (the names every implementation uses).
+OPS = [
+    "read_vmcs64", "write_vmcs64", "read_vmcs_batch[1]", "read_vmcs_batch[8]",
+    "read_vmcs_batch[64]", "poll_vmcs[8]", "private_regs", "snapshot", "vmcs_field_code",
+    "tdx_accept_pages[1GiB@2MiB]", "tdx_accept_pages[64MiB@4KiB]",
+    "tdx_set_page_attributes[1GiB@2MiB]", "tdx_set_page_attributes[64MiB@4KiB]",
+    "noop_cython",
+]
+BACKENDS = ("sim", "device")
+MIN_ROUNDS = 3
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---- finding the checkout ----------------------------------------------------------
+
+def _is_source(d: str) -> bool:
+    return all(os.path.exists(os.path.join(d, p)) for p in
+               ("benchmarks/test_bench.py", "benchmarks/rust/Cargo.toml", "csrc/sim", "include/hcltdx"))
+
+
+def find_source(explicit: Optional[str]) -> str:
+    if explicit:
+        d = os.path.abspath(explicit)
+        if not _is_source(d):
+            raise BenchError(f"--source {explicit}: not an hcltdx checkout (needs benchmarks/test_bench.py, "
+                             "benchmarks/rust/Cargo.toml, csrc/sim and include/hcltdx)")
+        return d
+    candidates = []
+    if os.environ.get("HCLTDX_SOURCE"):
+        candidates.append(os.environ["HCLTDX_SOURCE"])
+    d = os.getcwd()
+    while True:
+        candidates.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    import hcltdx
+
+    candidates.append(os.path.dirname(os.path.dirname(os.path.abspath(hcltdx.__file__))))
+    for c in candidates:
+        if _is_source(c):
+            return os.path.abspath(c)
+    raise BenchError("hcltdx bench needs a source checkout of hcltdx (its benchmarks/ and csrc/ are not "
+                     "installed with the package); run it from the checkout or pass --source DIR")
+
+
+# ---- statistics ---------------------------------------------------------------------
+
+def summarize(values: List[float]) -> Dict[str, Any]:
+    med = statistics.median(values)
+    if len(values) >= 2:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        q1 = q3 = values[0]
+    spread = (q3 - q1) / med if med > 0 else float("inf")
+    return {"median_ns": med, "spread": spread, "rounds": len(values)}
+
+
+def ratio(num: Optional[dict], den: Optional[dict], max_spread: float) -> Tuple[Optional[float], str]:
+    """(value, why-not): value None when the rule refuses it."""
+    if num is None or den is None:
+        return None, "not measured"
+    for side in (num, den):
+        if side["rounds"] < MIN_ROUNDS:
+            return None, f"{side['rounds']} round(s)"
+        if side["spread"] > max_spread:
+            return None, f"spread {side['spread']:.0%}"
+    return num["median_ns"] / den["median_ns"], ""
+
+
+# ---- collecting -----------------------------------------------------------------------
+
+def load_pytest(path: str) -> Dict[Tuple[str, str, str], dict]:
+    out = {}
+    with open(path) as f:
+        doc = json.load(f)
+    for b in doc["benchmarks"]:
+        info = b["extra_info"]
+        per_unit = [t * 1e9 / info["units"] for t in b["stats"]["data"]]
+        out[(info["op"], info["backend"], info["impl"])] = dict(summarize(per_unit), unit=info["unit"],
+                                                                values=per_unit)
+    return out
+
+
+def load_rust(path: str) -> Dict[Tuple[str, str, str], dict]:
+    out = {}
+    with open(path) as f:
+        doc = json.load(f)
+    for r in doc["results"]:
+        out[(r["op"], r["backend"], "rust")] = dict(summarize(r["rounds_ns"]), unit=r["unit"],
+                                                    values=r["rounds_ns"])
+    return out
+
+
+# ---- the report --------------------------------------------------------------------
+
+def _fmt_ns(s: Optional[dict]) -> str:
+    if s is None:
+        return "—"
+    v = s["median_ns"]
+    text = f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+    return f"{text} ±{s['spread'] * 100:.0f}%"
+
+
+def _fmt_ratio(value: Optional[float], why: str) -> str:
+    return f"{value:.2f}" if value is not None else f"— ({why})"
+
+
+def table_rows(data: dict, max_spread: float) -> List[dict]:
+    rows = []
+    for backend in BACKENDS:
+        for op in OPS:
+            sides = {impl: data.get((op, backend, impl)) for impl in IMPLS}
+            if not any(sides.values()):
+                continue
+            unit = next(s["unit"] for s in sides.values() if s)
+            hr = ratio(sides["hcltdx"], sides["rust"], max_spread)
+            ph = ratio(sides["plain"], sides["hcltdx"], max_spread)
+            rows.append(dict(op=op, backend=backend, unit=unit, sides=sides,
+                             hcltdx_over_rust=hr, plain_over_hcltdx=ph))
+    return rows
+
+
+def targets(data: dict, max_spread: float) -> List[Tuple[str, Tuple[Optional[float], str], str, float]]:
+    """(description, (ratio, why-not), comparison, bound)."""
+    g = lambda op, be, impl: data.get((op, be, impl))  # noqa: E731
+    out = []
+    for n in (1, 8, 64):
+        op = f"read_vmcs_batch[{n}]"
+        out.append((f"sim: {op} per field, hcltdx/Rust", ratio(g(op, "sim", "hcltdx"), g(op, "sim", "rust"),
+                                                               max_spread), "<=", 1.2))
+    out.append(("sim: read_vmcs64 / no-op Cython method call",
+                ratio(g("read_vmcs64", "sim", "hcltdx"), g("noop_cython", "sim", "hcltdx"), max_spread),
+                "<=", 1.5))
+    for op in ("read_vmcs64", "write_vmcs64"):
+        out.append((f"device: {op}, hcltdx/Rust",
+                    ratio(g(op, "device", "hcltdx"), g(op, "device", "rust"), max_spread), "<=", 1.05))
+    for op in ("read_vmcs64", "write_vmcs64"):
+        out.append((f"sim: {op}, plain/hcltdx",
+                    ratio(g(op, "sim", "plain"), g(op, "sim", "hcltdx"), max_spread), ">=", 5.0))
+    for op in ("read_vmcs_batch[8]", "read_vmcs_batch[64]"):
+        out.append((f"sim: {op} per field, plain/hcltdx",
+                    ratio(g(op, "sim", "plain"), g(op, "sim", "hcltdx"), max_spread), ">=", 20.0))
+    return out
+
+
+def _verdict(r: Tuple[Optional[float], str], cmp: str, bound: float) -> str:
+    value, why = r
+    if value is None:
+        return f"not judged ({why})"
+    ok = value <= bound if cmp == "<=" else value >= bound
+    if ok:
+        return "met"
+    off = value / bound if cmp == "<=" else bound / value
+    return f"missed by {(off - 1) * 100:.0f}%"
+
+
+def machine_info(source: str, client_cpu: int, daemon_cpu: Optional[int]) -> Dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    commit = ""
+    try:
+        commit = subprocess.run(["git", "-C", source, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    rustc = ""
+    if shutil.which("rustc"):
+        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return dict(host=platform.node(), cpu=model, cpus=os.cpu_count(), kernel=platform.release(),
+                python=platform.python_version(), rustc=rustc, commit=commit,
+                client_cpu=client_cpu, daemon_cpu=daemon_cpu,
+                date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                loadavg=os.getloadavg())
+
+
+def write_chart(rows: List[dict], path: str) -> List[str]:
+    """A PNG bar chart of the printed ratios; returns the labels left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, hr, ph, left_out = [], [], [], []
+    for r in rows:
+        a, b = r["hcltdx_over_rust"][0], r["plain_over_hcltdx"][0]
+        label = f"{r['backend']}: {r['op']}"
+        if a is None and b is None:
+            left_out.append(label)
+            continue
+        labels.append(label)
+        hr.append(a)
+        ph.append(b)
+    height = max(3.0, 0.42 * len(labels) + 1.5)
+    fig, ax = plt.subplots(figsize=(9, height))
+    ys = range(len(labels))
+    w = 0.4
+    ax.barh([y - w / 2 for y in ys], [v or 0 for v in hr], height=w, label="hcltdx / Rust (lower is better)",
+            color="#4c72b0")
+    ax.barh([y + w / 2 for y in ys], [v or 0 for v in ph], height=w,
+            label="plain Python / hcltdx (higher is better)", color="#dd8452")
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("ratio of median ns per unit (log scale)")
+    ax.set_title("hcltdx next to Rust and plain Python (one run on this machine)", fontsize=10)
+    if not labels:
+        ax.text(0.5, 0.5, "no ratio passed the spread rule", transform=ax.transAxes, ha="center")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return left_out
+
+
+def write_report(data: dict, out: str, info: Dict[str, Any], args: argparse.Namespace,
+                 notes: List[str]) -> str:
+    rows = table_rows(data, args.max_spread)
+    png = os.path.join(out, "ratios.png")
+    left_out = write_chart(rows, png)
+    lines = [
+        "# hcltdx benchmarks: hcltdx, Rust, plain Python",
+        "",
+        f"One run on `{info['host']}`, {info['date']} (commit `{info['commit'] or 'unknown'}`).",
+        f"Machine: {info['cpu'] or 'unknown CPU'}, {info['cpus']} CPUs, Linux {info['kernel']}, "
+        f"Python {info['python']}, {info['rustc'] or 'no rustc'}.",
+        f"Pinning: every client (hcltdx, plain Python, Rust) runs pinned to CPU {info['client_cpu']}; "
+        f"the stand-in device's daemon threads run pinned to CPU {info['daemon_cpu']}, in a process of "
+        "their own (benchmarks/devserver.py) shared by the three clients.",
+        f"Runs: {args.runs or ('2 (quick)' if args.quick else 15)} timed rounds per operation "
+        f"({args.runs or ('1 (quick)' if args.quick else 9)} for page sweeps); the table shows the median "
+        "ns per unit over the rounds and, after ±, the spread (Q3 − Q1) / median.",
+        f"Spread rule: a ratio is printed only when both sides have at least {MIN_ROUNDS} rounds and "
+        f"a spread of at most {args.max_spread:.0%}.",
+        f"Load average at start: {info['loadavg'][0]:.2f}, {info['loadavg'][1]:.2f}, "
+        f"{info['loadavg'][2]:.2f}; at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
+        "(other work on the machine disturbs the numbers).",
+        *(["", "**Quick mode**: a few iterations and page sweeps over the first 4 MiB only; "
+            "the numbers check that everything runs, they are not measurements."] if args.quick else []),
+        "",
+        "Units: `call` one call; `field` one field of a batch; `sample` one poll row "
+        "(timestamp + 8 fields); `read+write` one read_private_regs plus one write_private_regs; "
+        "`snapshot` one record (context, both APIC pages, private registers, 8 fields × 2 VTLs); "
+        "`sweep` one whole tdx_accept_pages / tdx_set_page_attributes over the range.",
+        "",
+        "| operation | backend | unit | hcltdx ns | Rust ns | plain Python ns | hcltdx/Rust | plain/hcltdx |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s = r["sides"]
+        lines.append(f"| {r['op']} | {r['backend']} | {r['unit']} | {_fmt_ns(s['hcltdx'])} | "
+                     f"{_fmt_ns(s['rust'])} | {_fmt_ns(s['plain'])} | {_fmt_ratio(*r['hcltdx_over_rust'])} | "
+                     f"{_fmt_ratio(*r['plain_over_hcltdx'])} |")
+    lines += ["", "## Targets", "", "| target | ratio | bound | verdict |", "|---|---:|---:|---|"]
+    for desc, r, cmp, bound in targets(data, args.max_spread):
+        lines.append(f"| {desc} | {_fmt_ratio(*r)} | {cmp} {bound} | {_verdict(r, cmp, bound)} |")
+    lines += ["", f"Chart of the printed ratios: `{os.path.basename(png)}`."]
+    if left_out:
+        lines.append("Left out of the chart (no ratio printed): " + ", ".join(left_out) + ".")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+# ---- running -------------------------------------------------------------------------
+
+def _pinned(cpu: int):
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _log(msg: str) -> None:
+    print(f"hcltdx bench: {msg}", file=sys.stderr, flush=True)
+
+
+def build(source: str, quiet: bool) -> Tuple[Optional[str], List[str]]:
+    """Builds the simulator library and the Rust binary; (rust binary or None, notes)."""
+    notes = []
+    out = subprocess.DEVNULL if quiet else None
+    subprocess.run(["make", "-C", os.path.join(source, "csrc"), "build/libhcltdx_sim.so"], check=True,
+                   stdout=out)
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        notes.append("cargo not found: the Rust column is empty.")
+        return None, notes
+    crate = os.path.join(source, "benchmarks", "rust")
+    subprocess.run([cargo, "build", "--release", "-j", "1", "--manifest-path",
+                    os.path.join(crate, "Cargo.toml")], check=True, stdout=out,
+                   stderr=subprocess.DEVNULL if quiet else None)
+    return os.path.join(crate, "target", "release", "hcltdx-bench-rust"), notes
+
+
+def start_devserver(source: str, env: dict, daemon_cpu: Optional[int]):
+    cmd = [sys.executable, os.path.join(source, "benchmarks", "devserver.py")]
+    if daemon_cpu is not None:
+        cmd += ["--cpu", str(daemon_cpu)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    line = proc.stdout.readline()
+    msg = json.loads(line) if line else {"ok": False, "error": "the device server did not start"}
+    if not msg["ok"]:
+        proc.stdin.close()
+        proc.wait()
+        return None, msg["error"]
+    return proc, msg["spec"]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="hcltdx bench", description=__doc__.splitlines()[0],
+                                 epilog="See the module docstring (python -m pydoc hcltdx.bench).")
+    ap.add_argument("--out", default="bench-report", help="directory for report.md, ratios.png, JSON")
+    ap.add_argument("--quick", action="store_true", help="a few iterations (smoke; ratios not judged)")
+    ap.add_argument("--runs", type=int, default=None, help="timed rounds per operation (default 15, sweeps 9)")
+    ap.add_argument("--device", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure over the FUSE stand-in device (needs root and /dev/fuse)")
+    ap.add_argument("--source", default=None, help="the hcltdx checkout holding benchmarks/")
+    ap.add_argument("--max-spread", type=float, default=0.10, help="largest spread a ratio may rest on")
+    ap.add_argument("--cpu", type=int, default=None, help="CPU the clients are pinned to")
+    ap.add_argument("--no-build", action="store_true", help="use the built library and binary as they are")
+    args = ap.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        ap.error("--runs must be at least 1")
+    try:
+        return _run(args)
+    except BenchError as exc:
+        print(f"hcltdx bench: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    source = find_source(args.source)
+    try:
+        import pytest_benchmark  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise BenchError(f"{exc.name} is missing: pip install 'hcltdx[bench]'") from None
+    cpus = sorted(os.sched_getaffinity(0))
+    client = args.cpu if args.cpu is not None else cpus[0]
+    if client not in cpus:
+        raise BenchError(f"--cpu {client}: not one of the CPUs this process may use {cpus}")
+    # The daemon shares the client's CPU: a FUSE round trip across CPUs costs
+    # a cross-CPU wake-up (about 10x the same-CPU cost here, docs/simdev.md).
+    daemon_cpu = client
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    info = machine_info(source, client, daemon_cpu)
+
+    import hcltdx
+
+    env = dict(os.environ)
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(hcltdx.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_parent, env.get("PYTHONPATH")]))
+    env["HCLTDX_BENCH_SIMLIB"] = os.path.join(source, "csrc", "build", "libhcltdx_sim.so")
+    if args.quick:
+        env["HCLTDX_BENCH_QUICK"] = "1"
+    if args.runs:
+        env["HCLTDX_BENCH_ROUNDS"] = str(args.runs)
+    notes: List[str] = []
+    if args.no_build:
+        rust_bin = os.path.join(source, "benchmarks", "rust", "target", "release", "hcltdx-bench-rust")
+        rust_bin = rust_bin if os.path.exists(rust_bin) else None
+    else:
+        _log("building the simulator library and the Rust binary")
+        rust_bin, notes = build(source, quiet=True)
+
+    server, spec = None, "none"
+    if args.device:
+        server, spec = start_devserver(source, env, daemon_cpu)
+        if server is None:
+            notes.append(f"stand-in device not measured: {spec}")
+            spec = "none"
+    else:
+        notes.append("stand-in device not measured (--no-device)")
+    env["HCLTDX_BENCH_DEVICES"] = spec
+    try:
+        _log("hcltdx and plain Python (pytest-benchmark)")
+        pj = os.path.join(out, "pytest.json")
+        cmd = [sys.executable, "-m", "pytest", os.path.join(source, "benchmarks", "test_bench.py"),
+               "-p", "no:cacheprovider", "-q", "-o", "addopts=", "--benchmark-json", pj,
+               "--benchmark-disable-gc", "--rootdir", os.path.join(source, "benchmarks")]
+        rc = subprocess.run(cmd, env=env, preexec_fn=_pinned(client), cwd=source,
+                            stdout=subprocess.DEVNULL if args.quick else None).returncode
+        if rc != 0:
+            raise BenchError(f"the pytest-benchmark suites failed (exit status {rc}): {' '.join(cmd)}")
+        data = load_pytest(pj)
+        if rust_bin is not None:
+            _log("Rust")
+            rj = os.path.join(out, "rust.json")
+            cmd = [rust_bin, "--out", rj, "--backend", "both" if spec != "none" else "sim"]
+            if spec != "none":
+                cmd += ["--devices", spec]
+            if args.quick:
+                cmd.append("--quick")
+            if args.runs:
+                cmd += ["--rounds", str(args.runs)]
+            rc = subprocess.run(cmd, preexec_fn=_pinned(client)).returncode
+            if rc != 0:
+                raise BenchError(f"the Rust binary failed (exit status {rc}): {' '.join(cmd)}")
+            data.update(load_rust(rj))
+    finally:
+        if server is not None:
+            server.stdin.close()
+            server.wait(60)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"machine": info, "max_spread": args.max_spread,
+                   "results": [dict(op=k[0], backend=k[1], impl=k[2], **v) for k, v in sorted(data.items())]},
+                  f, indent=1)
+    report = write_report(data, out, info, args, notes)
+    _log(f"wrote {report} and {os.path.join(out, 'ratios.png')}")
+    if not args.quick:
+        with open(report) as f:
+            print(f.read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

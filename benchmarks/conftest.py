@@ -25,6 +25,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "device: needs the FUSE stand-in device")
+
+
 def quick() -> bool:
     return os.environ.get("HCLTDX_BENCH_QUICK", "") not in ("", "0")
 
@@ -37,11 +41,9 @@ def rounds(sweep: bool) -> int:
     return 9 if sweep else 15
 
 
-def iterations(backend: str, heavy: int) -> int:
-    """Iterations per round; the Rust binary uses the same numbers."""
-    base = {("sim", False): 20_000, ("sim", True): 200,
-            ("device", False): 400, ("device", True): 20}[(backend, quick())]
-    return max(1, base // heavy)
+def round_seconds() -> float:
+    """Length of one timed round (the Rust binary uses the same)."""
+    return 0.001 if quick() else 0.05
 
 
 def parse_spec(spec: str) -> dict[str, str]:

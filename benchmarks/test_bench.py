@@ -12,26 +12,29 @@ Nothing here asserts a timing.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import time
 
 import pytest
 
-from conftest import iterations, quick, rounds
+from conftest import quick, round_seconds, rounds
 
 MiB, GiB = 1 << 20, 1 << 30
 SAMPLES = 64   # poll_vmcs rows per call
 
-# name -> (unit, units per call, relative cost, calls per timed iteration)
+# name -> (unit, units per call, calls per timed iteration)
 SINGLE = {
-    "noop_cython": ("call", 1, 1, 100),
-    "read_vmcs64": ("call", 1, 1, 100),
-    "write_vmcs64": ("call", 1, 1, 100),
-    "read_vmcs_batch[1]": ("field", 1, 1, 100),
-    "read_vmcs_batch[8]": ("field", 8, 8, 10),
-    "read_vmcs_batch[64]": ("field", 64, 64, 1),
-    "poll_vmcs[8]": ("sample", SAMPLES, SAMPLES * 8, 1),
-    "private_regs": ("read+write", 1, 1, 100),
-    "snapshot": ("snapshot", 1, 16, 1),
-    "vmcs_field_code": ("call", 1, 1, 100),
+    "noop_cython": ("call", 1, 100),
+    "read_vmcs64": ("call", 1, 100),
+    "write_vmcs64": ("call", 1, 100),
+    "read_vmcs_batch[1]": ("field", 1, 100),
+    "read_vmcs_batch[8]": ("field", 8, 10),
+    "read_vmcs_batch[64]": ("field", 64, 1),
+    "poll_vmcs[8]": ("sample", SAMPLES, 1),
+    "private_regs": ("read+write", 1, 100),
+    "snapshot": ("snapshot", 1, 1),
+    "vmcs_field_code": ("call", 1, 100),
 }
 # name -> (device configuration, memory size)
 SWEEPS = {
@@ -79,7 +82,7 @@ def hcltdx_single(op, backend, devices, stack):
     VTL0, VTL1 = GuestVtl.VTL0, GuestVtl.VTL1
     CR3 = VmcsField.VMX_VMCS_GUEST_CR3
     fields = [f for f in VmcsField.catalogue() if f.read_mask and f.width_bits == 64]
-    reps = range(SINGLE[op][3])
+    reps = range(SINGLE[op][2])
     if op == "noop_cython":
         base = _Baseline()
 
@@ -174,7 +177,7 @@ def plain_single(op, backend, devices, simlib, stack):
     t, _ = plain_transport(backend, devices, simlib, stack)
     CR3 = 0x6802
     fields = plain.readable_64bit_fields(simlib)
-    reps = range(SINGLE[op][3])
+    reps = range(SINGLE[op][2])
     if op == "read_vmcs64":
         def run():
             for _ in reps:
@@ -233,6 +236,23 @@ def plain_sweep(op, backend, devices, simlib, stack):
     return (lambda: t.tdx_set_page_attributes(0, end, ATTRIBUTES, MASK)), None
 
 
+def calibrate(run, backend: str) -> int:
+    """Iterations that take about one round (the Rust binary's rule: double
+    until a tenth of the round, then scale), on the clock the round is timed
+    with (``hcltdx bench`` times the simulator rows in thread CPU time)."""
+    cpu = backend == "sim" and os.environ.get("HCLTDX_BENCH_SIM_CLOCK") == "cpu"
+    clock = time.thread_time if cpu else time.perf_counter
+    target, n = round_seconds(), 1
+    while True:
+        t0 = clock()
+        for _ in range(n):
+            run()
+        dt = clock() - t0
+        if dt >= target / 10:
+            return max(1, math.ceil(n * target / max(dt, 1e-9)))
+        n *= 2
+
+
 # ---- the benchmark -----------------------------------------------------------------
 
 @pytest.mark.parametrize("impl,backend,op", cases())
@@ -250,9 +270,9 @@ def test_op(benchmark, request, impl, backend, op):
         if sweep:
             unit, units, n_iter = "sweep", 1, 1
         else:
-            unit, per_call, heavy, inner = SINGLE[op]
+            unit, per_call, inner = SINGLE[op]
             units = per_call * inner
-            n_iter = max(1, iterations(backend, heavy) // inner)
+            n_iter = calibrate(run, backend)
         benchmark.group = f"{backend}: {op}"
         benchmark.extra_info.update(impl=impl, backend=backend, op=op, unit=unit, units=units)
         if setup is not None:

@@ -15,16 +15,19 @@ FUSE stand-in device):
 
 Writes ``DIR/report.md`` (ns per unit, ratios hcltdx/Rust and
 plain-Python/hcltdx, the targets), ``DIR/ratios.png`` and the raw
-``DIR/pytest.json``, ``DIR/rust.json`` and ``DIR/results.json``.
+``DIR/pytest-sim.json``, ``DIR/pytest-device.json``, ``DIR/rust.json`` and
+``DIR/results.json``. The simulator rows are timed in thread CPU time by
+default (``--clock wall`` for wall time), the device rows in wall time.
 
 The benchmarks are not part of the installed package: they are read from a
 source checkout, ``--source DIR`` or else ``$HCLTDX_SOURCE``, the current
 directory or one of its parents, or the directory the imported ``hcltdx``
 package sits in.
 
-A "run" is one timed round of many iterations; each operation gets ``--runs``
-rounds (9 for page sweeps unless ``--runs`` is given) and the table shows the
-median over rounds. The spread of a side is (Q3 - Q1) / median over its
+A "run" is one timed round: about 50 ms of back-to-back calls (the number of
+iterations calibrated for each implementation), or one page sweep. Each
+operation gets ``--runs`` rounds (default 15; 9 for page sweeps) and the
+table shows the median over rounds. The spread of a side is (Q3 - Q1) / median over its
 rounds; a ratio is printed only when both sides' spreads are at most
 ``--max-spread`` (default 0.10) and each side has at least three rounds.
 """
@@ -271,6 +274,7 @@ def write_chart(rows: List[dict], path: str) -> List[str]:
 def write_report(data: dict, out: str, info: Dict[str, Any], args: argparse.Namespace,
                  notes: List[str]) -> str:
     rows = table_rows(data, args.max_spread)
+    sim_clock = "the client thread's CPU time" if args.clock == "cpu" else "wall time"
     png = os.path.join(out, "ratios.png")
     left_out = write_chart(rows, png)
     lines = [
@@ -282,8 +286,10 @@ def write_report(data: dict, out: str, info: Dict[str, Any], args: argparse.Name
         f"Pinning: every client (hcltdx, plain Python, Rust) runs pinned to CPU {info['client_cpu']}; "
         f"the stand-in device's daemon threads run pinned to CPU {info['daemon_cpu']}, in a process of "
         "their own (benchmarks/devserver.py) shared by the three clients.",
-        f"Runs: {args.runs or ('2 (quick)' if args.quick else 15)} timed rounds per operation "
-        f"({args.runs or ('1 (quick)' if args.quick else 9)} for page sweeps); the table shows the median "
+        f"Runs: {args.runs or ('2 (quick)' if args.quick else 15)} timed rounds per operation, each "
+        f"about {'1' if args.quick else '50'} ms of back-to-back calls (iterations calibrated per "
+        f"implementation); page sweeps: {args.runs or ('1 (quick)' if args.quick else 9)} rounds of one "
+        "sweep each, the state reset (untimed) before each accept sweep. The table shows the median "
         "ns per unit over the rounds and, after ±, the spread (Q3 − Q1) / median.",
         f"Spread rule: a ratio is printed only when both sides have at least {MIN_ROUNDS} rounds and "
         f"a spread of at most {args.max_spread:.0%}.",
@@ -292,6 +298,11 @@ def write_report(data: dict, out: str, info: Dict[str, Any], args: argparse.Name
         "(other work on the machine disturbs the numbers).",
         *(["", "**Quick mode**: a few iterations and page sweeps over the first 4 MiB only; "
             "the numbers check that everything runs, they are not measurements."] if args.quick else []),
+        "",
+        f"Clock: simulator rows in {sim_clock}"
+        " (a call into the in-process simulator is pure CPU work; CPU time leaves out the time other "
+        "processes of this shared machine hold the CPU); stand-in device rows in wall time (the work "
+        "happens in the daemon).",
         "",
         "Units: `call` one call; `field` one field of a batch; `sample` one poll row "
         "(timestamp + 8 fields); `read+write` one read_private_regs plus one write_private_regs; "
@@ -372,6 +383,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--source", default=None, help="the hcltdx checkout holding benchmarks/")
     ap.add_argument("--max-spread", type=float, default=0.10, help="largest spread a ratio may rest on")
     ap.add_argument("--cpu", type=int, default=None, help="CPU the clients are pinned to")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="clock of the simulator rows: the thread's CPU time (default; leaves out the "
+                         "time other processes hold the CPU) or wall time; device rows are always wall time")
     ap.add_argument("--no-build", action="store_true", help="use the built library and binary as they are")
     args = ap.parse_args(argv)
     if args.runs is not None and args.runs < 1:
@@ -411,6 +425,7 @@ def _run(args: argparse.Namespace) -> int:
         env["HCLTDX_BENCH_QUICK"] = "1"
     if args.runs:
         env["HCLTDX_BENCH_ROUNDS"] = str(args.runs)
+    env["HCLTDX_BENCH_SIM_CLOCK"] = args.clock
     notes: List[str] = []
     if args.no_build:
         rust_bin = os.path.join(source, "benchmarks", "rust", "target", "release", "hcltdx-bench-rust")
@@ -429,20 +444,28 @@ def _run(args: argparse.Namespace) -> int:
         notes.append("stand-in device not measured (--no-device)")
     env["HCLTDX_BENCH_DEVICES"] = spec
     try:
-        _log("hcltdx and plain Python (pytest-benchmark)")
-        pj = os.path.join(out, "pytest.json")
-        cmd = [sys.executable, "-m", "pytest", os.path.join(source, "benchmarks", "test_bench.py"),
-               "-p", "no:cacheprovider", "-q", "-o", "addopts=", "--benchmark-json", pj,
-               "--benchmark-disable-gc", "--rootdir", os.path.join(source, "benchmarks")]
-        rc = subprocess.run(cmd, env=env, preexec_fn=_pinned(client), cwd=source,
-                            stdout=subprocess.DEVNULL if args.quick else None).returncode
-        if rc != 0:
-            raise BenchError(f"the pytest-benchmark suites failed (exit status {rc}): {' '.join(cmd)}")
-        data = load_pytest(pj)
+        data = {}
+        # Two sessions: the simulator rows on the chosen clock, the device rows on wall time.
+        sessions = [("sim", "not device", "time.thread_time" if args.clock == "cpu" else "time.perf_counter")]
+        if spec != "none":
+            sessions.append(("device", "device", "time.perf_counter"))
+        for name, marker, timer in sessions:
+            _log(f"hcltdx and plain Python over the {name} (pytest-benchmark, timer {timer})")
+            pj = os.path.join(out, f"pytest-{name}.json")
+            cmd = [sys.executable, "-m", "pytest", os.path.join(source, "benchmarks", "test_bench.py"),
+                   "-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", marker, "--benchmark-json", pj,
+                   "--benchmark-timer", timer, "--benchmark-disable-gc",
+                   "--rootdir", os.path.join(source, "benchmarks")]
+            rc = subprocess.run(cmd, env=env, preexec_fn=_pinned(client), cwd=source,
+                                stdout=subprocess.DEVNULL if args.quick else None).returncode
+            if rc != 0:
+                raise BenchError(f"the pytest-benchmark suite failed (exit status {rc}): {' '.join(cmd)}")
+            data.update(load_pytest(pj))
         if rust_bin is not None:
             _log("Rust")
             rj = os.path.join(out, "rust.json")
-            cmd = [rust_bin, "--out", rj, "--backend", "both" if spec != "none" else "sim"]
+            cmd = [rust_bin, "--out", rj, "--backend", "both" if spec != "none" else "sim",
+                   "--sim-clock", args.clock]
             if spec != "none":
                 cmd += ["--devices", spec]
             if args.quick:

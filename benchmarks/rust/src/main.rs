@@ -18,7 +18,6 @@ mod ops;
 mod sys;
 
 use std::io::Write;
-use std::time::Instant;
 
 use ops::*;
 use sys::*;
@@ -30,6 +29,7 @@ struct Args {
     backend: String,
     devices: Option<String>,
     only: Option<String>,
+    sim_clock: String,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +40,7 @@ fn parse_args() -> Args {
         backend: "both".into(),
         devices: None,
         only: None,
+        sim_clock: "cpu".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,8 +54,9 @@ fn parse_args() -> Args {
             "--backend" => a.backend = val("--backend"),
             "--devices" => a.devices = Some(val("--devices")),
             "--only" => a.only = Some(val("--only")),
+            "--sim-clock" => a.sim_clock = val("--sim-clock"),
             "-h" | "--help" => {
-                println!("usage: hcltdx-bench-rust --out FILE [--quick] [--rounds N] [--backend sim|device|both] [--devices JSON] [--only OP]");
+                println!("usage: hcltdx-bench-rust --out FILE [--quick] [--rounds N] [--backend sim|device|both] [--devices SPEC] [--only OP] [--sim-clock cpu|wall]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other:?}")),
@@ -62,6 +64,9 @@ fn parse_args() -> Args {
     }
     if a.out.is_empty() {
         die("--out FILE is required");
+    }
+    if !matches!(a.sim_clock.as_str(), "cpu" | "wall") {
+        die("--sim-clock must be cpu or wall");
     }
     if !matches!(a.backend.as_str(), "sim" | "device" | "both") {
         die("--backend must be sim, device or both");
@@ -84,32 +89,50 @@ struct Result {
     rounds_ns: Vec<f64>,
 }
 
-/// Rounds of `iterations` calls of `f`; `f` performs `units` units.
-fn measure<F: FnMut()>(rounds: usize, iterations: u64, units: u64, mut f: F) -> Vec<f64> {
-    for _ in 0..iterations.min(200).max(1) {
-        f();
+/// The clock of a backend: thread CPU time or monotonic wall time, in ns.
+#[derive(Clone, Copy)]
+struct Clock(libc::clockid_t);
+
+impl Clock {
+    #[inline]
+    fn now(self) -> f64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        unsafe { libc::clock_gettime(self.0, &mut ts) };
+        ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
     }
+}
+
+/// Iterations of `f` that take about `target_ns` (the same rule as the
+/// Python suites: double until a tenth of the target, then scale).
+fn calibrate<F: FnMut()>(clock: Clock, target_ns: f64, f: &mut F) -> u64 {
+    let mut n: u64 = 1;
+    loop {
+        let t0 = clock.now();
+        for _ in 0..n {
+            f();
+        }
+        let dt = clock.now() - t0;
+        if dt >= target_ns / 10.0 || n >= 1 << 40 {
+            return ((n as f64) * target_ns / dt.max(1.0)).ceil().max(1.0) as u64;
+        }
+        n *= 2;
+    }
+}
+
+/// `rounds` timed rounds of about `target_ns` each; ns per unit per round
+/// (`f` performs `units` units). Returns (iterations per round, rounds).
+fn measure<F: FnMut()>(clock: Clock, rounds: usize, target_ns: f64, units: u64, mut f: F) -> (u64, Vec<f64>) {
+    let iterations = calibrate(clock, target_ns, &mut f);
     let mut out = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let t0 = Instant::now();
+        let t0 = clock.now();
         for _ in 0..iterations {
             f();
         }
-        let ns = t0.elapsed().as_nanos() as f64;
+        let ns = clock.now() - t0;
         out.push(ns / (iterations * units) as f64);
     }
-    out
-}
-
-/// Iterations per round for a single-call operation on a backend.
-fn iters(backend: &str, quick: bool, heavy: u64) -> u64 {
-    let base: u64 = match (backend, quick) {
-        ("sim", false) => 20_000,
-        ("sim", true) => 200,
-        (_, false) => 400,
-        (_, true) => 20,
-    };
-    (base / heavy).max(1)
+    (iterations, out)
 }
 
 fn run_backend<T: Tdcall, C: Control>(
@@ -122,6 +145,15 @@ fn run_backend<T: Tdcall, C: Control>(
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 15 });
     let sweep_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 9 });
     let quick = args.quick;
+    let target = if quick { 1e6 } else { 5e7 }; // ns per round: 1 ms quick, 50 ms full
+    // The in-process simulator is CPU-bound: its thread's CPU time leaves out
+    // the time other processes of a shared machine hold the CPU. Over the
+    // device the work happens in the daemon: wall time.
+    let clock = Clock(if backend == "sim" && args.sim_clock == "cpu" {
+        libc::CLOCK_THREAD_CPUTIME_ID
+    } else {
+        libc::CLOCK_MONOTONIC
+    });
     let want = |op: &str| args.only.as_deref().map_or(true, |o| o == op);
     let fields = readable_64bit_fields();
     let f8: Vec<VmcsField> = fields[..8].to_vec();
@@ -133,15 +165,13 @@ fn run_backend<T: Tdcall, C: Control>(
     {
         let runner = &mut env.runner;
         if want("read_vmcs64") {
-            let n = iters(backend, quick, 1);
-            let r = measure(rounds, n, 1, || {
+            let (n, r) = measure(clock, rounds, target, 1, || {
                 std::hint::black_box(runner.read_vmcs64(GuestVtl::Vtl0, std::hint::black_box(cr3)));
             });
             push("read_vmcs64", "call", 1, n, r);
         }
         if want("write_vmcs64") {
-            let n = iters(backend, quick, 1);
-            let r = measure(rounds, n, 1, || {
+            let (n, r) = measure(clock, rounds, target, 1, || {
                 std::hint::black_box(runner.write_vmcs64(GuestVtl::Vtl0, cr3, !0u64, std::hint::black_box(0x1000)));
             });
             push("write_vmcs64", "call", 1, n, r);
@@ -152,8 +182,7 @@ fn run_backend<T: Tdcall, C: Control>(
             }
             let list: Vec<VmcsField> = fields[..count].to_vec();
             let mut values = vec![0u64; count];
-            let n = iters(backend, quick, count as u64);
-            let r = measure(rounds, n, count as u64, || {
+            let (n, r) = measure(clock, rounds, target, count as u64, || {
                 runner.read_vmcs_batch(GuestVtl::Vtl0, &list, &mut values);
                 std::hint::black_box(&values);
             });
@@ -162,8 +191,7 @@ fn run_backend<T: Tdcall, C: Control>(
         if want("poll_vmcs[8]") {
             let samples = 64usize;
             let mut rows = vec![0u64; samples * (1 + f8.len())];
-            let n = iters(backend, quick, (samples * f8.len()) as u64);
-            let r = measure(rounds, n, samples as u64, || {
+            let (n, r) = measure(clock, rounds, target, samples as u64, || {
                 runner.poll_vmcs(GuestVtl::Vtl0, &f8, samples, &mut rows);
                 std::hint::black_box(&rows);
             });
@@ -171,8 +199,7 @@ fn run_backend<T: Tdcall, C: Control>(
         }
         if want("private_regs") {
             let mut regs = TdxPrivateRegs::new(GuestVtl::Vtl1);
-            let n = iters(backend, quick, 1) * 4;
-            let r = measure(rounds, n, 1, || {
+            let (n, r) = measure(clock, rounds, target, 1, || {
                 runner.read_private_regs(&mut regs);
                 runner.write_private_regs(std::hint::black_box(&regs));
             });
@@ -180,8 +207,7 @@ fn run_backend<T: Tdcall, C: Control>(
         }
         if want("snapshot") {
             let mut snap = Snapshot::default();
-            let n = iters(backend, quick, 2 * f8.len() as u64);
-            let r = measure(rounds, n, 1, || {
+            let (n, r) = measure(clock, rounds, target, 1, || {
                 runner.snapshot(&f8, &mut snap);
                 std::hint::black_box(&snap);
             });
@@ -189,8 +215,7 @@ fn run_backend<T: Tdcall, C: Control>(
         }
     }
     if want("vmcs_field_code") && backend == "sim" {
-        let n = if quick { 1000 } else { 2_000_000 };
-        let r = measure(rounds, n, 1, || {
+        let (n, r) = measure(clock, rounds, target, 1, || {
             std::hint::black_box(vmcs_field_code(std::hint::black_box(cr3), std::hint::black_box(GuestVtl::Vtl0)));
         });
         push("vmcs_field_code", "call", 1, n, r);
@@ -220,13 +245,13 @@ fn run_backend<T: Tdcall, C: Control>(
             if accept {
                 ctl.reset(config, &mut vtl);
             }
-            let t0 = Instant::now();
+            let t0 = clock.now();
             if accept {
                 vtl.tdx_accept_pages(range, None).expect("accept");
             } else {
                 vtl.tdx_set_page_attributes(range, attrs.0, attrs.1).expect("set attributes");
             }
-            r.push(t0.elapsed().as_nanos() as f64);
+            r.push(clock.now() - t0);
         }
         push(op, "sweep", 1, 1, r);
     }
@@ -236,6 +261,7 @@ fn run_backend<T: Tdcall, C: Control>(
 fn write_json(path: &str, results: &[Result], args: &Args) {
     let mut s = String::from("{\n  \"impl\": \"rust\",\n");
     s += &format!("  \"quick\": {},\n  \"pid\": {},\n", args.quick, std::process::id());
+    s += &format!("  \"sim_clock\": \"{}\",\n", args.sim_clock);
     s += &format!("  \"cpus_allowed\": {:?},\n  \"results\": [\n", allowed_cpus());
     for (i, r) in results.iter().enumerate() {
         let rounds: Vec<String> = r.rounds_ns.iter().map(|v| format!("{v:.3}")).collect();

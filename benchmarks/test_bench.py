@@ -243,6 +243,7 @@ def calibrate(run, backend: str) -> int:
     cpu = backend == "sim" and os.environ.get("HCLTDX_BENCH_SIM_CLOCK") == "cpu"
     clock = time.thread_time if cpu else time.perf_counter
     target, n = round_seconds(), 1
+    run()   # warm: first-touch faults and cold caches are not the steady cost
     while True:
         t0 = clock()
         for _ in range(n):

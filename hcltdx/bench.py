@@ -29,7 +29,7 @@ iterations calibrated for each implementation), or one page sweep. Each
 operation gets ``--runs`` rounds (default 15; 9 for page sweeps) and the
 table shows the median over rounds. The spread of a side is (Q3 - Q1) / median over its
 rounds; a ratio is printed only when both sides' spreads are at most
-``--max-spread`` (default 0.10) and each side has at least three rounds.
+``--max-spread`` (default 0.25: on a shared 2-vCPU VM, steal time and neighbours give IQR spreads of 10-25% routinely) and each side has at least three rounds.
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--device", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure over the FUSE stand-in device (needs root and /dev/fuse)")
     ap.add_argument("--source", default=None, help="the hcltdx checkout holding benchmarks/")
-    ap.add_argument("--max-spread", type=float, default=0.10, help="largest spread a ratio may rest on")
+    ap.add_argument("--max-spread", type=float, default=0.25, help="largest spread a ratio may rest on")
     ap.add_argument("--cpu", type=int, default=None, help="CPU the clients are pinned to")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="clock of the simulator rows: the thread's CPU time (default; leaves out the "

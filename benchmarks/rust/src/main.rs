@@ -105,6 +105,9 @@ impl Clock {
 /// Iterations of `f` that take about `target_ns` (the same rule as the
 /// Python suites: double until a tenth of the target, then scale).
 fn calibrate<F: FnMut()>(clock: Clock, target_ns: f64, f: &mut F) -> u64 {
+    for _ in 0..3 {
+        f(); // warm: first-touch faults and cold caches are not the steady cost
+    }
     let mut n: u64 = 1;
     loop {
         let t0 = clock.now();

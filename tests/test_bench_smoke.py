@@ -127,3 +127,18 @@ def test_target_verdicts():
     assert bench._verdict((1.8, ""), "<=", 1.2) == "missed by 50%"
     assert bench._verdict((4.0, ""), ">=", 5.0) == "missed by 25%"
     assert bench._verdict((None, "spread 30%"), ">=", 5.0) == "not judged (spread 30%)"
+
+
+def test_noisy_ratio_judged_only_when_every_quartile_pairing_agrees():
+    from hcltdx import bench
+
+    fast = bench.summarize([100.0, 100.0, 100.0, 100.0, 100.0])
+    slow_noisy = bench.summarize([2000.0, 3000.0, 4000.0, 2500.0, 3500.0])   # Q1 2500, Q3 3500: spread 33%
+    r = bench.ratio(slow_noisy, fast, 0.25)
+    assert r[0] is None
+    qb = bench.quartile_bounds(slow_noisy, fast)
+    assert qb == pytest.approx((25.0, 35.0))
+    assert bench._verdict(r, ">=", 20.0, qb).startswith("met at every quartile pairing")
+    assert bench._verdict(r, ">=", 30.0, qb) == "not judged (spread 33%)"
+    assert bench._verdict(r, ">=", 50.0, qb).startswith("missed at every quartile pairing")
+    assert "by at least 43%" in bench._verdict(r, ">=", 50.0, qb)

@@ -273,10 +273,14 @@ def write_chart(rows: List[dict], path: str) -> List[str]:
     fig, ax = plt.subplots(figsize=(9, height))
     ys = range(len(labels))
     w = 0.4
-    ax.barh([y - w / 2 for y in ys], [v or 0 for v in hr], height=w, label="hcltdx / Rust (lower is better)",
-            color="#4c72b0")
-    ax.barh([y + w / 2 for y in ys], [v or 0 for v in ph], height=w,
-            label="plain Python / hcltdx (higher is better)", color="#dd8452")
+    # Bars grow from 1 (parity) towards the ratio, so < 1 and > 1 read alike.
+    for offset, values, label, color in ((-w / 2, hr, "hcltdx / Rust (lower is better)", "#4c72b0"),
+                                         (w / 2, ph, "plain Python / hcltdx (higher is better)", "#dd8452")):
+        pts = [(y + offset, v) for y, v in zip(ys, values) if v is not None]
+        ax.barh([p[0] for p in pts], [p[1] - 1.0 for p in pts], left=1.0, height=w, label=label, color=color)
+        for y, v in pts:
+            ax.text(v, y, f" {v:.2f}" if v >= 1 else f"{v:.2f} ", va="center",
+                    ha="left" if v >= 1 else "right", fontsize=6)
     ax.set_yticks(list(ys))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()

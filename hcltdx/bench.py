@@ -485,7 +485,7 @@ def _run(args: argparse.Namespace) -> int:
                    "-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", marker, "--benchmark-json", pj,
                    "--benchmark-timer", timer, "--benchmark-disable-gc",
                    "--rootdir", os.path.join(source, "benchmarks")]
-            rc = subprocess.run(cmd, env=env, preexec_fn=_pinned(client), cwd=source,
+            rc = subprocess.run(cmd, env=env, preexec_fn=_pinned(client), cwd=out,
                                 stdout=subprocess.DEVNULL if args.quick else None).returncode
             if rc != 0:
                 raise BenchError(f"the pytest-benchmark suite failed (exit status {rc}): {' '.join(cmd)}")

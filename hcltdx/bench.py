@@ -344,8 +344,8 @@ def write_report(data: dict, out: str, info: Dict[str, Any], args: argparse.Name
                      f"{_fmt_ns(s['rust'])} | {_fmt_ns(s['plain'])} | {_fmt_ratio(*r['hcltdx_over_rust'])} | "
                      f"{_fmt_ratio(*r['plain_over_hcltdx'])} |")
     lines += ["", "## Targets", "", "| target | ratio | bound | verdict |", "|---|---:|---:|---|"]
-    for desc, r, cmp, bound, qb in targets(data, args.max_spread):
-        lines.append(f"| {desc} | {_fmt_ratio(*r)} | {cmp} {bound} | {_verdict(r, cmp, bound, qb)} |")
+    for desc, rt, cmp, bound, qb in targets(data, args.max_spread):
+        lines.append(f"| {desc} | {_fmt_ratio(*rt)} | {cmp} {bound} | {_verdict(rt, cmp, bound, qb)} |")
     lines += ["", "A ratio refused by the spread rule is still judged against its target when the "
               "ratio stays on one side of the bound for every pairing of the two sides' quartiles "
               "(Q1/Q3 to Q3/Q1)."]
@@ -392,6 +392,7 @@ def start_devserver(source: str, env: dict, daemon_cpu: Optional[int]):
     if daemon_cpu is not None:
         cmd += ["--cpu", str(daemon_cpu)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stdin is not None
     line = proc.stdout.readline()
     msg = json.loads(line) if line else {"ok": False, "error": "the device server did not start"}
     if not msg["ok"]:
@@ -456,9 +457,10 @@ def _run(args: argparse.Namespace) -> int:
         env["HCLTDX_BENCH_ROUNDS"] = str(args.runs)
     env["HCLTDX_BENCH_SIM_CLOCK"] = args.clock
     notes: List[str] = []
+    rust_bin: Optional[str]
     if args.no_build:
-        rust_bin = os.path.join(source, "benchmarks", "rust", "target", "release", "hcltdx-bench-rust")
-        rust_bin = rust_bin if os.path.exists(rust_bin) else None
+        built = os.path.join(source, "benchmarks", "rust", "target", "release", "hcltdx-bench-rust")
+        rust_bin = built if os.path.exists(built) else None
     else:
         _log("building the simulator library and the Rust binary")
         rust_bin, notes = build(source, quiet=True)

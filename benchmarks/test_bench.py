@@ -27,6 +27,7 @@ SAMPLES = 64   # poll_vmcs rows per call
 SINGLE = {
     "noop_cython": ("call", 1, 100),
     "read_vmcs64": ("call", 1, 100),
+    "read_vmcs64[int args]": ("call", 1, 100),
     "write_vmcs64": ("call", 1, 100),
     "read_vmcs_batch[1]": ("field", 1, 100),
     "read_vmcs_batch[8]": ("field", 8, 10),
@@ -45,8 +46,8 @@ SWEEPS = {
 }
 QUICK_SWEEP = 4 * MiB   # --quick: sweeps over the first 4 MiB only
 HOST_MAP = {"acc2m": "2M", "attr2m": "2M", "acc4k": "4K", "attr4k": "4K"}
-SIM_ONLY = {"noop_cython", "vmcs_field_code"}
-HCLTDX_ONLY = {"noop_cython"}
+SIM_ONLY = {"noop_cython", "vmcs_field_code", "read_vmcs64[int args]"}
+HCLTDX_ONLY = {"noop_cython", "read_vmcs64[int args]"}   # Rust and plain take ints anyway
 # VTL0 full access, mask: VTL0 read/write/execute bits (spec 8.2).
 ATTRIBUTES, MASK = 0x800F << 16, 0x000F << 16
 
@@ -93,6 +94,12 @@ def hcltdx_single(op, backend, devices, stack):
         def run():
             for _ in reps:
                 runner.read_vmcs64(VTL0, CR3)
+    elif op == "read_vmcs64[int args]":
+        vtl_int, cr3_int = 0, int(CR3)
+
+        def run():
+            for _ in reps:
+                runner.read_vmcs64(vtl_int, cr3_int)
     elif op == "write_vmcs64":
         def run():
             for _ in reps:

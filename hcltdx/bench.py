@@ -52,7 +52,7 @@ OPS = [
     "read_vmcs_batch[64]", "poll_vmcs[8]", "private_regs", "snapshot", "vmcs_field_code",
     "tdx_accept_pages[1GiB@2MiB]", "tdx_accept_pages[64MiB@4KiB]",
     "tdx_set_page_attributes[1GiB@2MiB]", "tdx_set_page_attributes[64MiB@4KiB]",
-    "noop_cython",
+    "read_vmcs64[int args]", "noop_cython",
 ]
 BACKENDS = ("sim", "device")
 MIN_ROUNDS = 3

@@ -1,5 +1,9 @@
 //! Compiles the project's simulator (csrc/sim/*.c) into this binary: the
 //! same C source the Python extension and libhcltdx_sim.so are built from.
+//! They are built with link-time optimisation, which flattens the model's
+//! call chain across its files; here the files are compiled as one
+//! translation unit (a generated file including each of them), which gives
+//! the compiler the same view without needing LTO between C and Rust.
 use std::path::PathBuf;
 
 fn main() {
@@ -11,9 +15,13 @@ fn main() {
         .filter(|p| p.extension().map_or(false, |x| x == "c"))
         .collect();
     sources.sort();
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let unity = out.join("hcltdx_sim_unity.c");
+    let text: String = sources.iter().map(|p| format!("#include \"{}\"\n", p.display())).collect();
+    std::fs::write(&unity, text).expect("write the unity source");
     let mut build = cc::Build::new();
     build
-        .files(&sources)
+        .file(&unity)
         .include(root.join("include"))
         .include(&sim)
         .flag("-std=gnu11")

@@ -3,7 +3,8 @@
 Set by ``hcltdx bench`` (``python -m hcltdx.bench``), or by hand:
 
 * ``HCLTDX_BENCH_QUICK=1``: a few iterations (the CI smoke);
-* ``HCLTDX_BENCH_ROUNDS=N``: rounds per operation;
+* ``HCLTDX_BENCH_ROUNDS=N``: rounds per operation (``HCLTDX_BENCH_SWEEP_ROUNDS``
+  for the page sweeps, else the same);
 * ``HCLTDX_BENCH_DEVICES``: the spec line of benchmarks/devserver.py, or
   ``none`` to skip the stand-in device; unset: this session starts its own
   device server when FUSE is usable;
@@ -34,6 +35,8 @@ def quick() -> bool:
 
 
 def rounds(sweep: bool) -> int:
+    if sweep and os.environ.get("HCLTDX_BENCH_SWEEP_ROUNDS"):
+        return int(os.environ["HCLTDX_BENCH_SWEEP_ROUNDS"])
     if os.environ.get("HCLTDX_BENCH_ROUNDS"):
         return int(os.environ["HCLTDX_BENCH_ROUNDS"])
     if quick():

@@ -312,9 +312,12 @@ def write_report(data: dict, out: str, info: Dict[str, Any], args: argparse.Name
         f"Pinning: every client (hcltdx, plain Python, Rust) runs pinned to CPU {info['client_cpu']}; "
         f"the stand-in device's daemon threads run pinned to CPU {info['daemon_cpu']}, in a process of "
         "their own (benchmarks/devserver.py) shared by the three clients.",
-        f"Runs: {args.runs or ('2 (quick)' if args.quick else 15)} timed rounds per operation, each "
+        f"Runs: {info['passes']} pass(es) over all three implementations, alternating their order "
+        f"({info['rounds_per_pass'][0]} rounds per operation per pass, "
+        f"{info['rounds_per_pass'][1]} for page sweeps). "
+        f"In all: {info['passes'] * info['rounds_per_pass'][0]} timed rounds per operation, each "
         f"about {'1' if args.quick else '50'} ms of back-to-back calls (iterations calibrated per "
-        f"implementation); page sweeps: {args.runs or ('1 (quick)' if args.quick else 9)} rounds of one "
+        f"implementation); page sweeps: {info['passes'] * info['rounds_per_pass'][1]} rounds of one "
         "sweep each, the state reset (untimed) before each accept sweep. The table shows the median "
         "ns per unit over the rounds and, after ±, the spread (Q3 − Q1) / median.",
         f"Spread rule: a ratio is printed only when both sides have at least {MIN_ROUNDS} rounds and "
@@ -408,6 +411,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", default="bench-report", help="directory for report.md, ratios.png, JSON")
     ap.add_argument("--quick", action="store_true", help="a few iterations (smoke; ratios not judged)")
     ap.add_argument("--runs", type=int, default=None, help="timed rounds per operation (default 15, sweeps 9)")
+    ap.add_argument("--passes", type=int, default=3,
+                    help="split the rounds over this many passes of all implementations, alternating "
+                         "their order (default 3)")
     ap.add_argument("--device", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure over the FUSE stand-in device (needs root and /dev/fuse)")
     ap.add_argument("--source", default=None, help="the hcltdx checkout holding benchmarks/")
@@ -420,6 +426,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         ap.error("--runs must be at least 1")
+    if args.passes < 1:
+        ap.error("--passes must be at least 1")
     try:
         return _run(args)
     except BenchError as exc:
@@ -453,9 +461,10 @@ def _run(args: argparse.Namespace) -> int:
     env["HCLTDX_BENCH_SIMLIB"] = os.path.join(source, "csrc", "build", "libhcltdx_sim.so")
     if args.quick:
         env["HCLTDX_BENCH_QUICK"] = "1"
-    if args.runs:
-        env["HCLTDX_BENCH_ROUNDS"] = str(args.runs)
     env["HCLTDX_BENCH_SIM_CLOCK"] = args.clock
+    passes = 1 if args.quick else args.passes
+    total = (2, 1) if args.quick else (args.runs or 15, args.runs or 9)
+    per_pass = tuple(max(1, -(-n // passes)) for n in total)   # rounds, sweep rounds per pass
     notes: List[str] = []
     rust_bin: Optional[str]
     if args.no_build:
@@ -464,6 +473,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _log("building the simulator library and the Rust binary")
         rust_bin, notes = build(source, quiet=True)
+    if rust_bin is None and not any("cargo" in n for n in notes):
+        notes.append("no Rust binary (--no-build and none built): the Rust column is empty.")
 
     server, spec = None, "none"
     if args.device:
@@ -474,43 +485,67 @@ def _run(args: argparse.Namespace) -> int:
     else:
         notes.append("stand-in device not measured (--no-device)")
     env["HCLTDX_BENCH_DEVICES"] = spec
-    try:
-        data = {}
+    if not args.quick:
+        env["HCLTDX_BENCH_ROUNDS"], env["HCLTDX_BENCH_SWEEP_ROUNDS"] = (str(n) for n in per_pass)
+    raw: Dict[Tuple[str, str, str], dict] = {}
+
+    def merge(part: Dict[Tuple[str, str, str], dict]) -> None:
+        for key, v in part.items():
+            if key in raw:
+                raw[key]["values"].extend(v["values"])
+            else:
+                raw[key] = {"unit": v["unit"], "values": list(v["values"])}
+
+    def python_side(p: int) -> None:
         # Two sessions: the simulator rows on the chosen clock, the device rows on wall time.
         sessions = [("sim", "not device", "time.thread_time" if args.clock == "cpu" else "time.perf_counter")]
         if spec != "none":
             sessions.append(("device", "device", "time.perf_counter"))
         for name, marker, timer in sessions:
-            _log(f"hcltdx and plain Python over the {name} (pytest-benchmark, timer {timer})")
-            pj = os.path.join(out, f"pytest-{name}.json")
+            _log(f"pass {p + 1}/{passes}: hcltdx and plain Python over the {name} (pytest-benchmark)")
+            pj = os.path.join(out, f"pytest-{name}-{p + 1}.json")
             cmd = [sys.executable, "-m", "pytest", os.path.join(source, "benchmarks", "test_bench.py"),
                    "-p", "no:cacheprovider", "-q", "-o", "addopts=", "-m", marker, "--benchmark-json", pj,
                    "--benchmark-timer", timer, "--benchmark-disable-gc",
                    "--rootdir", os.path.join(source, "benchmarks")]
             rc = subprocess.run(cmd, env=env, preexec_fn=_pinned(client), cwd=out,
-                                stdout=subprocess.DEVNULL if args.quick else None).returncode
+                                stdout=subprocess.DEVNULL).returncode
             if rc != 0:
                 raise BenchError(f"the pytest-benchmark suite failed (exit status {rc}): {' '.join(cmd)}")
-            data.update(load_pytest(pj))
-        if rust_bin is not None:
-            _log("Rust")
-            rj = os.path.join(out, "rust.json")
-            cmd = [rust_bin, "--out", rj, "--backend", "both" if spec != "none" else "sim",
-                   "--sim-clock", args.clock]
-            if spec != "none":
-                cmd += ["--devices", spec]
-            if args.quick:
-                cmd.append("--quick")
-            if args.runs:
-                cmd += ["--rounds", str(args.runs)]
-            rc = subprocess.run(cmd, preexec_fn=_pinned(client)).returncode
-            if rc != 0:
-                raise BenchError(f"the Rust binary failed (exit status {rc}): {' '.join(cmd)}")
-            data.update(load_rust(rj))
+            merge(load_pytest(pj))
+
+    def rust_side(p: int) -> None:
+        if rust_bin is None:
+            return
+        _log(f"pass {p + 1}/{passes}: Rust")
+        rj = os.path.join(out, f"rust-{p + 1}.json")
+        cmd = [rust_bin, "--out", rj, "--backend", "both" if spec != "none" else "sim",
+               "--sim-clock", args.clock]
+        if spec != "none":
+            cmd += ["--devices", spec]
+        if args.quick:
+            cmd.append("--quick")
+        else:
+            cmd += ["--rounds", str(per_pass[0]), "--sweep-rounds", str(per_pass[1])]
+        rc = subprocess.run(cmd, preexec_fn=_pinned(client)).returncode
+        if rc != 0:
+            raise BenchError(f"the Rust binary failed (exit status {rc}): {' '.join(cmd)}")
+        merge(load_rust(rj))
+
+    try:
+        # Passes alternate the order, so a change of load on the machine falls
+        # on every implementation rather than on whichever ran last.
+        for p in range(passes):
+            for side in ((python_side, rust_side) if p % 2 == 0 else (rust_side, python_side)):
+                side(p)
     finally:
         if server is not None:
+            assert server.stdin is not None
             server.stdin.close()
             server.wait(60)
+    data = {k: dict(summarize(v["values"]), unit=v["unit"], values=v["values"]) for k, v in raw.items()}
+    info["passes"] = passes
+    info["rounds_per_pass"] = per_pass
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"machine": info, "max_spread": args.max_spread,
                    "results": [dict(op=k[0], backend=k[1], impl=k[2], **v) for k, v in sorted(data.items())]},

@@ -6,7 +6,7 @@
 //! docs/tdx-abi.md sections 7.12 and 7.13.
 //!
 //! Usage:
-//!   hcltdx-bench-rust --out FILE [--quick] [--rounds N] [--backend sim|device|both]
+//!   hcltdx-bench-rust --out FILE [--quick] [--rounds N] [--sweep-rounds N] [--backend sim|device|both]
 //!                     [--devices JSON]
 //!
 //! `--devices` is the JSON line printed by benchmarks/devserver.py: the
@@ -26,6 +26,7 @@ struct Args {
     out: String,
     quick: bool,
     rounds: Option<usize>,
+    sweep_rounds: Option<usize>,
     backend: String,
     devices: Option<String>,
     only: Option<String>,
@@ -37,6 +38,7 @@ fn parse_args() -> Args {
         out: String::new(),
         quick: false,
         rounds: None,
+        sweep_rounds: None,
         backend: "both".into(),
         devices: None,
         only: None,
@@ -51,12 +53,16 @@ fn parse_args() -> Args {
             "--rounds" => {
                 a.rounds = Some(val("--rounds").parse().unwrap_or_else(|_| die("--rounds: not a number")))
             }
+            "--sweep-rounds" => {
+                a.sweep_rounds =
+                    Some(val("--sweep-rounds").parse().unwrap_or_else(|_| die("--sweep-rounds: not a number")))
+            }
             "--backend" => a.backend = val("--backend"),
             "--devices" => a.devices = Some(val("--devices")),
             "--only" => a.only = Some(val("--only")),
             "--sim-clock" => a.sim_clock = val("--sim-clock"),
             "-h" | "--help" => {
-                println!("usage: hcltdx-bench-rust --out FILE [--quick] [--rounds N] [--backend sim|device|both] [--devices SPEC] [--only OP] [--sim-clock cpu|wall]");
+                println!("usage: hcltdx-bench-rust --out FILE [--quick] [--rounds N] [--sweep-rounds N] [--backend sim|device|both] [--devices SPEC] [--only OP] [--sim-clock cpu|wall]");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other:?}")),
@@ -146,7 +152,7 @@ fn run_backend<T: Tdcall, C: Control>(
     results: &mut Vec<Result>,
 ) {
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 15 });
-    let sweep_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 9 });
+    let sweep_rounds = args.sweep_rounds.or(args.rounds).unwrap_or(if args.quick { 1 } else { 9 });
     let quick = args.quick;
     let target = if quick { 1e6 } else { 5e7 }; // ns per round: 1 ms quick, 50 ms full
     // The in-process simulator is CPU-bound: its thread's CPU time leaves out

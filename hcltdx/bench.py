@@ -1,6 +1,6 @@
 """``hcltdx bench``: hcltdx next to the Rust way and the plain-Python way.
 
-    python -m hcltdx.bench [--out DIR] [--quick] [--runs N] [--device/--no-device]
+    python -m hcltdx.bench [--out DIR] [--quick] [--runs N] [--passes P] [--device/--no-device]
                            [--source DIR] [--max-spread F] [--cpu N]
 
 Runs, on this machine and pinned the same way, three implementations of the
@@ -14,10 +14,11 @@ FUSE stand-in device):
   the same C simulator through FFI and the same device through ioctl.
 
 Writes ``DIR/report.md`` (ns per unit, ratios hcltdx/Rust and
-plain-Python/hcltdx, the targets), ``DIR/ratios.png`` and the raw
-``DIR/pytest-sim.json``, ``DIR/pytest-device.json``, ``DIR/rust.json`` and
-``DIR/results.json``. The simulator rows are timed in thread CPU time by
-default (``--clock wall`` for wall time), the device rows in wall time.
+plain-Python/hcltdx, the targets), ``DIR/ratios.png``, ``DIR/results.json``
+(every round) and the raw output of each pass (``pytest-sim-P.json``,
+``pytest-device-P.json``, ``rust-P.json``). The simulator rows are timed in
+thread CPU time by default (``--clock wall`` for wall time), the device rows
+in wall time.
 
 The benchmarks are not part of the installed package: they are read from a
 source checkout, ``--source DIR`` or else ``$HCLTDX_SOURCE``, the current
@@ -26,10 +27,13 @@ package sits in.
 
 A "run" is one timed round: about 50 ms of back-to-back calls (the number of
 iterations calibrated for each implementation), or one page sweep. Each
-operation gets ``--runs`` rounds (default 15; 9 for page sweeps) and the
-table shows the median over rounds. The spread of a side is (Q3 - Q1) / median over its
-rounds; a ratio is printed only when both sides' spreads are at most
-``--max-spread`` (default 0.25: on a shared 2-vCPU VM, steal time and neighbours give IQR spreads of 10-25% routinely) and each side has at least three rounds.
+operation gets ``--runs`` rounds (default 15; 9 for page sweeps), split over
+``--passes`` passes (default 3) of all three implementations in alternating
+order, and the table shows the median over all rounds. The spread of a side
+is (Q3 - Q1) / median over its rounds; a ratio is printed only when both
+sides' spreads are at most ``--max-spread`` (default 0.25: on a shared
+2-vCPU VM, neighbours give spreads of 10-25% routinely) and each side has at
+least three rounds.
 """
 
 from __future__ import annotations

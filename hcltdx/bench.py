@@ -49,6 +49,8 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from hcltdx._cliutil import OneLineParser
+
 IMPLS = ("hcltdx", "rust", "plain")
 # Display order of the operations (the names every implementation uses).
 OPS = [
@@ -410,8 +412,8 @@ def start_devserver(source: str, env: dict, daemon_cpu: Optional[int]):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="hcltdx bench", description=__doc__.splitlines()[0],
-                                 epilog="See the module docstring (python -m pydoc hcltdx.bench).")
+    ap = OneLineParser(prog="hcltdx bench", description=__doc__.splitlines()[0],
+                       epilog="See the module docstring (python -m pydoc hcltdx.bench).")
     ap.add_argument("--out", default="bench-report", help="directory for report.md, ratios.png, JSON")
     ap.add_argument("--quick", action="store_true", help="a few iterations (smoke; ratios not judged)")
     ap.add_argument("--runs", type=int, default=None, help="timed rounds per operation (default 15, sweeps 9)")

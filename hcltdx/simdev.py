@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - an unbuilt checkout
         f"hcltdx.simdev needs the compiled extensions ({exc}); run "
         "'pip install .' or 'python setup.py build_ext --inplace'") from exc
 
+from hcltdx._cliutil import OneLineParser
 from hcltdx._simdev import SimDevUnavailable, Watchdog
 
 __all__ = [
@@ -599,8 +600,8 @@ def main(argv=None) -> int:
     Bad arguments and refused mounts are reported in one line (exit status
     2 for arguments, 1 for a failure of the system), never a traceback; a
     directory created for a mount is removed when the command ends."""
-    parser = argparse.ArgumentParser(prog="python -m hcltdx.simdev",
-                                     description="A stand-in /dev/mshv_vtl over FUSE.")
+    parser = OneLineParser(prog="hcltdx simdev",
+                           description="A stand-in /dev/mshv_vtl over FUSE.")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mount", help="serve DIR/mshv_vtl in the foreground until SIGINT/SIGTERM")
     m.add_argument("path", help="mount point (created if missing, removed again at the end)")

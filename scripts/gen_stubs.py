@@ -67,7 +67,7 @@ def run_stubgen(module: str, out: str) -> str:
     assert src is not None and src.endswith(".py"), src
     # A source file, not ``-m``: with -m the module finder would pick the
     # existing .pyi over the .py.
-    # _bitfield's private helpers are imported by sibling modules.
+    # _bitfield's private functions are imported by sibling modules.
     private = ["--include-private"] if module == "hcltdx._bitfield" else []
     opts = parse_options(["--include-docstrings", "--quiet", *private, "-o", out, src])
     generate_stubs(opts)

@@ -1,8 +1,9 @@
 from os import PathLike
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 from hcltdx._sim import Sim
 from hcltdx.errors import TdcallOutput
@@ -18,12 +19,14 @@ _Path = Union[str, "PathLike[str]"]
 
 TRACE_ENTRY_SIZE: int
 
+@disjoint_base
 class MshvVtl:
     def tdx_accept_pages(self, range: _Range, attributes: Optional[Tuple[int, int]] = ..., *,
                          verify: bool = ...) -> None: ...
     def tdx_set_page_attributes(self, range: _Range, attributes: int, mask: int, *,
                                 verify: bool = ...) -> None: ...
 
+@final
 class Hcl:
     sim: Any
     path: Optional[str]
@@ -58,6 +61,7 @@ class Hcl:
     def runner(self, vp: int, *, vtl1_apic_page: Optional[Tuple[Any, int]] = ...) -> TdxRunner: ...
     def trace(self, capacity: int = ...) -> Any: ...
 
+@final
 class TdxPrivateRegs:
     FIELDS: Tuple[str, ...]
     rflags: int
@@ -80,6 +84,7 @@ class TdxPrivateRegs:
     def new(vtl: _Vtl) -> TdxPrivateRegs: ...
     def as_dict(self) -> Dict[str, int]: ...
 
+@final
 class TdxRunner:
     hcl: Hcl
     vp: int
@@ -132,6 +137,7 @@ class TdxRunner:
     def must_flush_regs_on(self, name: Any) -> bool: ...
     def flush_register_page(self) -> None: ...
 
+@final
 class _Baseline:
     def noop(self, vtl: Any, field: Any) -> int: ...
     def noop3(self, a: Any, b: Any, c: Any) -> int: ...

@@ -1,8 +1,9 @@
 from os import PathLike
-from typing import Any, Callable, Iterable, Mapping, Sequence, SupportsIndex
+from typing import Any, Callable, Iterable, Mapping, Sequence, SupportsIndex, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 from hcltdx._core import Hcl, TdxRunner
 from hcltdx.errors import BatchError as BatchError
@@ -13,8 +14,28 @@ from hcltdx.errors import ReplayDivergence as ReplayDivergence
 _Fields = Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]]
 _Vmcs = None | str | _Fields | Mapping[SupportsIndex, _Fields | str]
 
+__all__ = [
+    "BatchError",
+    "PollInterrupted",
+    "RecorderFull",
+    "ReplayDivergence",
+    "Recorder",
+    "ReplayState",
+    "PRIVATE_REGS_DTYPE",
+    "poll_dtype",
+    "snapshot_dtype",
+    "read_vmcs_batch",
+    "write_vmcs_batch",
+    "poll_vmcs",
+    "snapshot",
+    "recorder",
+    "replay",
+    "field_label",
+]
+
 PRIVATE_REGS_DTYPE: np.dtype[np.void]
 
+@final
 class Recorder:
     def take(self) -> int: ...
     @property
@@ -30,6 +51,7 @@ class Recorder:
     def clear(self) -> None: ...
     def __len__(self) -> int: ...
 
+@final
 class ReplayState:
     def explain_error(self, err: int) -> ReplayDivergence | None: ...
     @property

@@ -3,7 +3,9 @@ from typing import Any, Literal, NamedTuple, Protocol, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
+DEF_MEMORY_SIZE: int
 LEAVES: dict[str, int]
 CALL_LOG_DTYPE: np.dtype[Any]
 
@@ -22,6 +24,7 @@ class PageState(NamedTuple):
     attrs: int
     pending_attrs: bool
 
+@disjoint_base
 class Sim:
     backing_fd: int
     backing_path: str | None

@@ -18,6 +18,8 @@ _Range = Union[MemoryRange, Tuple[int, int]]
 _Path = Union[str, "PathLike[str]"]
 
 TRACE_ENTRY_SIZE: int
+# First address whose page number does not fit the 40-bit GPA page field.
+GPA_LIMIT: int
 
 @disjoint_base
 class MshvVtl:

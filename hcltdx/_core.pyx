@@ -861,7 +861,7 @@ cdef class Hcl:
         cdef cpu_set_t saved
         cdef bint repin = False
         cdef uint32_t cvp
-        cdef unsigned long long cleaf, crcx, crdx, cr8, cr9
+        cdef unsigned long long cleaf = 0, crcx = 0, crdx = 0, cr8 = 0, cr9 = 0  # set before use; 0 keeps gcc from guessing
         self._check_open()
         cvp = self._vp_index(vp)
         if HCLTDX_UNLIKELY(hcltdx_u64_of(leaf, &cleaf) != 0):
@@ -1490,7 +1490,7 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
     cdef mshv_tdcall io
     cdef uint32_t raw
     cdef int v
-    cdef unsigned long long m, val
+    cdef unsigned long long m = 0, val = 0  # set before use; 0 keeps gcc from guessing
     if HCLTDX_UNLIKELY(not _runner_ready(r)):
         r._enter()
     raw = _field_of(field)

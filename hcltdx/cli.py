@@ -352,7 +352,7 @@ class _Progress:
         self.bar = None
         if enabled:
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
             except ImportError:  # no progress bar without the `cli` extra
                 return
 

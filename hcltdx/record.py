@@ -39,8 +39,8 @@ class Recording(NamedTuple):
 
 def _pyarrow() -> Any:
     try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow  # type: ignore[import-untyped]  # no stubs or py.typed
+        import pyarrow.parquet  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise RuntimeError("Parquet needs pyarrow: pip install 'hcltdx[parquet]'") from None
     return pyarrow

@@ -24,6 +24,7 @@ from posix.mman cimport (mmap, munmap, mlock, munlock, MAP_FAILED, PROT_READ,
 from hcltdx.includes.abi cimport (
     mshv_tdcall, hcl_run, tdx_vp_context, hcl_run_tdx, MSHV_VTL_TDCALL,
     MSHV_CREATE_VTL, MSHV_APIC_PAGE_OFFSET)
+from hcltdx.includes.pyconv cimport HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
 
@@ -117,31 +118,6 @@ def _vmcs_field_code_c(field, vtl):
 # The fast paths convert in C (PyLong_AsUnsignedLongLong and its overflow
 # error, cleared); anything they do not accept goes to a cold function that
 # re-checks the value with Python objects and raises the precise error.
-
-cdef extern from *:
-    """
-    #define HCLTDX_LIKELY(x) __builtin_expect(!!(x), 1)
-    #define HCLTDX_UNLIKELY(x) __builtin_expect(!!(x), 0)
-
-    /* An int (or int subclass) in 0..2**64-1 into *out: 0. Anything else:
-     * -1, with no exception set. */
-    static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
-    {
-        unsigned long long v;
-        if (!PyLong_Check(o))
-            return -1;
-        v = PyLong_AsUnsignedLongLong(o);
-        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear(); /* only OverflowError: negative or too large */
-            return -1;
-        }
-        *out = v;
-        return 0;
-    }
-    """
-    bint HCLTDX_LIKELY(bint) noexcept nogil
-    bint HCLTDX_UNLIKELY(bint) noexcept nogil
-    int hcltdx_u64_of(object o, unsigned long long *out) noexcept
 
 
 cdef int _vtl_slow(object vtl) except -1:

@@ -43,25 +43,7 @@ cdef object _VTL0 = GuestVtl.VTL0
 cdef object _VTL1 = GuestVtl.VTL1
 cdef type _VmcsFieldType = VmcsField
 
-cdef extern from *:
-    """
-    /* An int (or int subclass) in 0..2**64-1 into *out: 0. Anything else:
-     * -1, with no exception set. */
-    static inline int hcltdx_poll_u64_of(PyObject *o, unsigned long long *out)
-    {
-        unsigned long long v;
-        if (!PyLong_Check(o))
-            return -1;
-        v = PyLong_AsUnsignedLongLong(o);
-        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear(); /* only OverflowError: negative or too large */
-            return -1;
-        }
-        *out = v;
-        return 0;
-    }
-    """
-    int hcltdx_poll_u64_of(object o, unsigned long long *out) noexcept
+from hcltdx.includes.pyconv cimport hcltdx_u64_of
 
 __all__ = [
     "BatchError",
@@ -291,7 +273,7 @@ cdef _Codes _codes_for(object fields, int vtl):
         # VmcsField members and plain ints: converted in C (a negative or
         # huge value fails the conversion and is reported below).
         if ((type(f) is _VmcsFieldType or PyLong_CheckExact(f))
-                and hcltdx_poll_u64_of(f, &raw) == 0 and _raw_ok(raw)):
+                and hcltdx_u64_of(f, &raw) == 0 and _raw_ok(raw)):
             c._set(i, <uint32_t>raw, vtl)
             continue
         if type(f) is _VmcsFieldType or PyLong_CheckExact(f):
@@ -385,7 +367,7 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, _Codes c):
     else:
         vals = list(a)
         for i, v in enumerate(vals):
-            if PyLong_CheckExact(v) and hcltdx_poll_u64_of(v, &one) == 0:
+            if PyLong_CheckExact(v) and hcltdx_u64_of(v, &one) == 0:
                 continue  # a plain int in range, checked in C
             if not (PyLong_Check(v) or isinstance(v, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name}[{i}] must be an int, not {type(v).__name__}")

@@ -1,0 +1,6 @@
+# Declarations of include/hcltdx/pyconv.h (hot-path argument conversion).
+
+cdef extern from "hcltdx/pyconv.h":
+    bint HCLTDX_LIKELY(bint) noexcept nogil
+    bint HCLTDX_UNLIKELY(bint) noexcept nogil
+    int hcltdx_u64_of(object o, unsigned long long *out) noexcept

@@ -218,6 +218,9 @@ class BatchInterrupted(KeyboardInterrupt):
         self.total = total
         super().__init__(f"batch interrupted after {index} of {total} fields")
 
+    def __reduce__(self):
+        return (type(self), (self.index, self.values, self.total))
+
 
 class RecorderFull(HclError):
     """:meth:`Recorder.take` was called with every slot filled."""

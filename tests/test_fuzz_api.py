@@ -56,7 +56,7 @@ def make_machine(backend):
             backend.sim.reset()
             self.sim = backend.sim
             self.opened = []            # every Hcl made
-            self.runners = {}           # (id(hcl), vp) -> open runner
+            self.runners = {}           # (index of hcl in opened, vp) -> open runner
             self.views = []             # (runner, view)
             self.vmcs = {}              # (vp, vtl, field) -> value
             self.accepted = set()       # accepted page numbers
@@ -81,11 +81,10 @@ def make_machine(backend):
             self.opened.append(h)
             return h
 
-        def _runner_of(self, hcl):
-            for (hid, vp), r in self.runners.items():
-                if hid == id(hcl):
-                    return r
-            return None
+        def _hid(self, hcl):
+            # A stable key (not id(): rules draw from sorted keys, and a
+            # replayed example must draw the same).
+            return next(i for i, h in enumerate(self.opened) if h is hcl)
 
         def _views_of(self, r):
             return [v for (owner, v) in self.views if owner is r]
@@ -97,7 +96,7 @@ def make_machine(backend):
                 with pytest.raises(ValueError, match="closed"):
                     hcl.runner(vp)
                 return
-            key = (id(hcl), vp)
+            key = (self._hid(hcl), vp)
             if key in self.runners:
                 with pytest.raises(RuntimeError, match="already open"):
                     hcl.runner(vp)
@@ -112,7 +111,7 @@ def make_machine(backend):
         @rule(hcl=hcls)
         def close_hcl(self, hcl):
             STATS["steps"] += 1
-            mine = [r for (hid, _), r in self.runners.items() if hid == id(hcl)]
+            mine = [r for (hid, _), r in self.runners.items() if hid == self._hid(hcl)]
             if any(self._views_of(r) for r in mine):
                 with pytest.raises(BufferError):
                     hcl.close()
@@ -120,7 +119,7 @@ def make_machine(backend):
                 return
             hcl.close()
             assert hcl.closed and all(r.closed for r in mine)
-            for key in [k for k in self.runners if k[0] == id(hcl)]:
+            for key in [k for k in self.runners if k[0] == self._hid(hcl)]:
                 del self.runners[key]
             with pytest.raises(ValueError, match="closed"):
                 hcl.tdcall(0, TdCallLeaf.VP_INFO)
@@ -129,7 +128,7 @@ def make_machine(backend):
         @rule(data=st.data())
         def close_runner(self, data):
             STATS["steps"] += 1
-            key = data.draw(st.sampled_from(sorted(self.runners, key=str)))
+            key = data.draw(st.sampled_from(sorted(self.runners)))
             r = self.runners[key]
             if self._views_of(r):
                 with pytest.raises(BufferError):
@@ -144,7 +143,7 @@ def make_machine(backend):
         # -- VMCS ------------------------------------------------------------------------------
 
         def _pick_runner(self, data):
-            key = data.draw(st.sampled_from(sorted(self.runners, key=str)))
+            key = data.draw(st.sampled_from(sorted(self.runners)))
             return key[1], self.runners[key]
 
         @precondition(lambda self: self.runners)

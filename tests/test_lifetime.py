@@ -87,7 +87,7 @@ def _affinity_after(hcl, drop_elsewhere):
     affinity before, while pinned and after."""
     out = {}
     handed = []
-    dropped = threading.Event()
+    let_go, dropped = threading.Event(), threading.Event()
 
     def work():
         out["before"] = os.sched_getaffinity(0)
@@ -96,6 +96,7 @@ def _affinity_after(hcl, drop_elsewhere):
         if drop_elsewhere:
             handed.append(r)
             del r
+            let_go.set()          # from here on only `handed` holds the runner
             dropped.wait(30)
         else:
             del r
@@ -105,8 +106,8 @@ def _affinity_after(hcl, drop_elsewhere):
     t = threading.Thread(target=work)
     t.start()
     if drop_elsewhere:
-        while not handed and t.is_alive():
-            t.join(0.01)
+        let_go.wait(30)
+        assert len(handed) == 1
         handed.clear()  # the last reference goes away in this thread
         gc.collect()
         dropped.set()

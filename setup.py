@@ -2,6 +2,8 @@
 
 HCLTDX_DEBUG=1 builds with assertions, -O0 -g and Cython line tracing
 (usable by coverage and profilers): ``HCLTDX_DEBUG=1 pip install .``.
+HCLTDX_SANITIZE=1 builds with AddressSanitizer and UBSan (no LTO); run it
+with libasan preloaded: ``scripts/sanitize`` (docs/hardening.md).
 
 The extensions list their ``.pyx`` sources; setuptools hands them to Cython's
 ``build_ext`` at build time, so making an sdist does not run Cython and the
@@ -15,6 +17,7 @@ import numpy
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("HCLTDX_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("HCLTDX_SANITIZE", "") not in ("", "0")
 
 include_dirs = ["include", numpy.get_include()]
 define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
@@ -41,6 +44,9 @@ if DEBUG:
     directives.update(linetrace=True, boundscheck=True)
 else:
     extra_compile_args += ["-O2", "-DNDEBUG"]
+SAN_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+if SANITIZE:
+    extra_compile_args += SAN_FLAGS
 
 SIM_SOURCES = sorted(glob.glob("csrc/sim/*.c"))
 
@@ -58,6 +64,7 @@ def ext(name, sources, lto=False, **kw):
         define_macros=define_macros,
         extra_compile_args=extra_compile_args + (["-flto=auto", "-fno-semantic-interposition"] if lto else []),
         depends=glob.glob("include/hcltdx/*") + glob.glob("hcltdx/**/*.pxd", recursive=True),
+        extra_link_args=kw.pop("extra_link_args", []) + (SAN_FLAGS if SANITIZE else []),
         **kw,
     )
 
@@ -68,8 +75,8 @@ extensions = [
     # no semantic interposition, so exported functions can be inlined inside
     # the shared object) lets the compiler flatten it.
     ext("hcltdx._sim", ["hcltdx/_sim.pyx", *SIM_SOURCES], libraries=["pthread"],
-        extra_link_args=[] if DEBUG else ["-flto=auto", "-O2", "-fno-semantic-interposition", *warning_flags],
-        lto=not DEBUG),
+        extra_link_args=[] if DEBUG or SANITIZE else ["-flto=auto", "-O2", "-fno-semantic-interposition", *warning_flags],
+        lto=not (DEBUG or SANITIZE)),
     ext("hcltdx._core", ["hcltdx/_core.pyx"]),
     ext("hcltdx._simdev", ["hcltdx/_simdev.pyx"]),
     ext("hcltdx._poll", ["hcltdx/_poll.pyx"]),

@@ -49,6 +49,7 @@ cdef extern from "<sys/ioctl.h>" nogil:
     int ioctl(int fd, unsigned long request, ...)
 
 cdef extern from "<unistd.h>" nogil:
+    int gettid()
     int close(int fd)
 
 cdef extern from "<sched.h>" nogil:
@@ -776,6 +777,7 @@ cdef class Hcl:
                     f"cannot close: {p.exports} numpy view(s) of {p.label} are alive")
         for r in list(self._runners.values()):
             (<TdxRunner>r)._close_pages()
+            (<TdxRunner>r)._restore_affinity()
         for obj in list(self._pages):
             (<_Page>obj)._unmap()
         self.ops = NULL
@@ -905,8 +907,20 @@ cdef class Hcl:
         existing = self._runners.get(cvp)
         if existing is not None and not existing.closed:
             raise RuntimeError(f"a runner for VP {cvp} is already open; close it first")
+        cdef int tid = gettid()
+        if self.fd >= 0:
+            # A second device runner would re-pin this thread: the first one's
+            # calls would then silently reach the second one's VP.
+            pinned = _device_runner_of_thread.get(tid)
+            if pinned is not None and not pinned.closed:
+                raise RuntimeError(
+                    f"this thread already has the open runner of VP {pinned.vp} (pinned to "
+                    f"CPU {pinned.vp}); a device runner needs a thread of its own: close "
+                    f"that runner or create this one in another thread")
         r = TdxRunner._create(self, cvp, vtl1_apic_page)
         self._runners[cvp] = r
+        if self.fd >= 0:
+            _device_runner_of_thread[tid] = r
         return r
 
     # -- tracing (a ring buffer in C, off by default) -------------------------
@@ -1519,7 +1533,9 @@ cdef class TdxRunner:
         try:
             if hcl.fd >= 0:
                 _pin(vp, &saved)
-                r._saved_affinity = _cpuset_to_set(&saved)
+                # The owner's kernel thread id too: a runner dropped or closed
+                # elsewhere (the garbage collector, Hcl.close) still unpins it.
+                r._saved_affinity = (gettid(), _cpuset_to_set(&saved))
             err = hcl.ops.map_page(hcl.ctx, vp, &page)
             if err:
                 raise OSError(err, f"mapping the run page of VP {vp} failed: {os.strerror(err)}")
@@ -1581,12 +1597,29 @@ cdef class TdxRunner:
         self.tdx = NULL
 
     def _restore_affinity(self):
-        if self._saved_affinity is not None and self.owner == PyThread_get_thread_ident():
+        saved, self._saved_affinity = self._saved_affinity, None
+        if saved is None:
+            return
+        tid, cpus = saved
+        if self.owner == PyThread_get_thread_ident():
+            tid = 0
+        elif not os.path.exists(f"/proc/self/task/{tid}"):
+            return  # the owning thread has exited; its id may be reused
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass
+
+    def __dealloc__(self):
+        # Dropped without close(): the pages unmap themselves once no view is
+        # left; the owning thread must not stay pinned to the VP's CPU.
+        if self._saved_affinity is not None:
             try:
-                os.sched_setaffinity(0, self._saved_affinity)
-            except OSError:
+                if self.run != NULL:
+                    warnings.warn(f"unclosed hcltdx.TdxRunner of VP {self.vp}", ResourceWarning)
+                self._restore_affinity()
+            except BaseException:
                 pass
-        self._saved_affinity = None
 
     @property
     def closed(self):
@@ -1906,6 +1939,9 @@ cdef class TdxRunner:
 
 
 cdef object _poll_mod = None
+
+# The open device runner of each kernel thread (one at most: it pins the thread).
+cdef object _device_runner_of_thread = weakref.WeakValueDictionary()
 
 
 cdef object _poll_module():

@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 from hcltdx import abi as _abi
-from hcltdx.errors import (BatchError, HclError, PollInterrupted, RecorderFull, ReplayDivergence,
+from hcltdx.errors import (BatchError, BatchInterrupted, HclError, PollInterrupted, RecorderFull, ReplayDivergence,
                            VmcsAccessError)
 from hcltdx.protocol import GuestVtl
 from hcltdx.tdx import TdCallLeaf
@@ -48,6 +48,7 @@ from hcltdx.includes.pyconv cimport hcltdx_u64_of
 __all__ = [
     "BatchError",
     "PollInterrupted",
+    "BatchInterrupted",
     "RecorderFull",
     "ReplayDivergence",
     "Recorder",
@@ -92,6 +93,7 @@ cdef uint64_t PROGRESS_NS = 100000000      # call progress() at most this often
 cdef uint64_t SPIN_NS = 60000              # finish a wait by spinning (timer slack)
 cdef Py_ssize_t POLL_CHUNK = 65536         # initial rows when samples is large
 cdef Py_ssize_t NOGIL_BATCH = 32           # in-process backends: release above this
+cdef Py_ssize_t BATCH_CHUNK = 256          # fields between two signal checks (GIL released)
 
 cdef uint32_t VIRTUAL_APIC_PAGE_ENCODING = 0x2012
 
@@ -311,6 +313,7 @@ cdef int _run_batch(TdxRunner runner, batch *b, bint release) except -1:
     the GIL around the loop when asked. Returns OUT_OK/OUT_TDX/OUT_ERRNO."""
     cdef Hcl hcl = runner.hcl
     cdef int out
+    cdef Py_ssize_t total = b.n
     hcl._check_open()
     b.ops = hcl.ops
     b.ctx = hcl.ctx
@@ -320,12 +323,21 @@ cdef int _run_batch(TdxRunner runner, batch *b, bint release) except -1:
     if not release:
         out = _batch_run(b)
     else:
+        # In chunks, so that Ctrl-C stops a long batch within one chunk: a
+        # KeyboardInterrupt leaves b.index at the first field not done.
         runner.busy = True
         hcl.inflight += 1
         try:
-            with nogil:
-                out = _batch_run(b)
+            while True:
+                b.n = min(total, b.index + BATCH_CHUNK)
+                with nogil:
+                    out = _batch_run(b)
+                b.n = total
+                if out != OUT_OK or b.index >= total:
+                    break
+                PyErr_CheckSignals()
         finally:
+            b.n = total
             hcl.inflight -= 1
             runner.busy = False
     if b.signalled:
@@ -417,7 +429,11 @@ def read_vmcs_batch(TdxRunner runner not None, vtl, fields, out=None):
     b.codes = c.codes
     b.widths = c.widths
     b.out = <uint64_t *>cnp.PyArray_DATA(res)
-    if _run_batch(runner, &b, _release_for(runner.hcl, c.n)) != OUT_OK:
+    try:
+        rc = _run_batch(runner, &b, _release_for(runner.hcl, c.n))
+    except KeyboardInterrupt as e:
+        raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
+    if rc != OUT_OK:
         raise _batch_failure(runner, &b, c, res[:b.index].copy(), "VP.RD")
     return res
 
@@ -448,7 +464,11 @@ def write_vmcs_batch(TdxRunner runner not None, vtl, fields, masks, values):
     b.masks = &mm[0]
     b.values = &vv[0]
     b.out = &rv[0]
-    if _run_batch(runner, &b, _release_for(runner.hcl, c.n)) != OUT_OK:
+    try:
+        rc = _run_batch(runner, &b, _release_for(runner.hcl, c.n))
+    except KeyboardInterrupt as e:
+        raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
+    if rc != OUT_OK:
         raise _batch_failure(runner, &b, c, res[:b.index].copy(), "VP.WR")
     return res
 

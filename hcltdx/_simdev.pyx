@@ -78,6 +78,8 @@ cdef enum:
     FUSE_GETATTR = 3
     FUSE_SETATTR = 4
     FUSE_OPEN = 14
+    FUSE_READ = 15
+    FUSE_WRITE = 16
     FUSE_STATFS = 17
     FUSE_RELEASE = 18
     FUSE_FSYNC = 20
@@ -94,6 +96,7 @@ cdef enum:
     FUSE_BATCH_FORGET = 42
 
     FUSE_IOCTL_UNRESTRICTED = 1 << 1
+    FOPEN_DIRECT_IO = 1 << 0
     FOPEN_NOFLUSH = 1 << 5
     FOPEN_PASSTHROUGH = 1 << 7
     FUSE_INIT_EXT = 1 << 30
@@ -526,6 +529,9 @@ cdef class Server:
             return self._send(h.unique, 0, NULL, 0)
         if op == FUSE_SETATTR:
             return self._send(h.unique, EPERM, NULL, 0)
+        if op == FUSE_READ or op == FUSE_WRITE:
+            # The kernel's device has no read/write: EINVAL, as vfs_read gives.
+            return self._send(h.unique, EINVAL, NULL, 0)
         if op == FUSE_DESTROY:
             self._destroyed = True
             return self._send(h.unique, 0, NULL, 0)
@@ -603,7 +609,11 @@ cdef class Server:
         memset(&o, 0, sizeof(o))
         # NOFLUSH: close(2) then sends nothing the caller must wait for, so
         # closing the file with the GIL held cannot stall an in-process daemon.
-        o.open_flags = FOPEN_NOFLUSH
+        # DIRECT_IO: read(2)/write(2) come to the daemon (which refuses them)
+        # instead of passing through to the backing file, where a hole would
+        # read as zeros; mmap still passes through (the kernel checks
+        # passthrough first for mmap, DIRECT_IO first for read/write).
+        o.open_flags = FOPEN_NOFLUSH | FOPEN_DIRECT_IO
         if self.backing_id >= 0:
             o.open_flags |= FOPEN_PASSTHROUGH
             o.backing_id = self.backing_id

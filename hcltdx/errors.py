@@ -24,6 +24,7 @@ __all__ = [
     "PageAttributesVerifyError",
     "BatchError",
     "PollInterrupted",
+    "BatchInterrupted",
     "RecorderFull",
     "ReplayDivergence",
     "TdcallOutput",
@@ -241,6 +242,22 @@ class PollInterrupted(_Picklable, KeyboardInterrupt):
         self.samples = samples
         self.taken = taken
         super().__init__(f"poll interrupted after {taken} samples ({len(samples)} rows kept)")
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or another KeyboardInterrupt from a signal handler) stopped
+    ``read_vmcs_batch``/``write_vmcs_batch`` part-way. ``index`` fields were
+    done (for a write: written), ``values`` holds their values read (or, for
+    a write, their previous values), ``total`` the batch's length."""
+
+    def __init__(self, index, values, total):
+        self.index = index
+        self.values = values
+        self.total = total
+        super().__init__(f"batch interrupted after {index} of {total} fields")
+
+    def __reduce__(self):
+        return (type(self), (self.index, self.values, self.total))
 
 
 class RecorderFull(HclError):

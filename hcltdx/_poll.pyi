@@ -7,6 +7,7 @@ from typing_extensions import disjoint_base
 
 from hcltdx._core import Hcl, TdxRunner
 from hcltdx.errors import BatchError as BatchError
+from hcltdx.errors import BatchInterrupted as BatchInterrupted
 from hcltdx.errors import PollInterrupted as PollInterrupted
 from hcltdx.errors import RecorderFull as RecorderFull
 from hcltdx.errors import ReplayDivergence as ReplayDivergence
@@ -16,6 +17,7 @@ _Vmcs = None | str | _Fields | Mapping[SupportsIndex, _Fields | str]
 
 __all__ = [
     "BatchError",
+    "BatchInterrupted",
     "PollInterrupted",
     "RecorderFull",
     "ReplayDivergence",

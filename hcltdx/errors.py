@@ -244,7 +244,7 @@ class PollInterrupted(_Picklable, KeyboardInterrupt):
         super().__init__(f"poll interrupted after {taken} samples ({len(samples)} rows kept)")
 
 
-class BatchInterrupted(KeyboardInterrupt):
+class BatchInterrupted(_Picklable, KeyboardInterrupt):
     """Ctrl-C (or another KeyboardInterrupt from a signal handler) stopped
     ``read_vmcs_batch``/``write_vmcs_batch`` part-way. ``index`` fields were
     done (for a write: written), ``values`` holds their values read (or, for
@@ -255,9 +255,6 @@ class BatchInterrupted(KeyboardInterrupt):
         self.values = values
         self.total = total
         super().__init__(f"batch interrupted after {index} of {total} fields")
-
-    def __reduce__(self):
-        return (type(self), (self.index, self.values, self.total))
 
 
 class RecorderFull(HclError):

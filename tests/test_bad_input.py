@@ -220,8 +220,6 @@ def test_bad_input_refused_before_any_call(backend, fn, exc, match):
         x.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect fixed on another branch: (9) ranges at or "
-                                       "above 2^52 not refused")
 def test_range_above_gpa_space_refused(backend):
     x = Ctx(backend)
     try:

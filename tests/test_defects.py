@@ -358,6 +358,7 @@ def _raised_exceptions():
     rp2 = hcltdx.Hcl.replay(recording((ACCEPT, 0, errno.EIO, 0)))
     grab(lambda: rp2.mshv_vtl.tdx_accept_pages(MemoryRange(0, 0x1000)))             # OSError
     out.append(errors.PollInterrupted(np.zeros(3, [("t_ns", "<u8")]), 3))
+    out.append(errors.BatchInterrupted(2, np.array([7, 9], np.uint64), 5))
     from hcltdx.simdev import SimDevUnavailable
     out.append(SimDevUnavailable(errno.EPERM, "mounting FUSE needs CAP_SYS_ADMIN"))
     r.close()

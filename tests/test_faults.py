@@ -189,8 +189,6 @@ def test_accept_attribute_failure_keeps_accepted_pages(hcl, sim):
     assert sim.page_state(0x800000).state == "accepted"
 
 
-@pytest.mark.xfail(strict=True, reason="defect fixed on another branch: (4) .accepted "
-                                       "under-reported after an attribute failure")
 def test_accept_attribute_failure_reports_the_accepted_page(hcl, sim):
     sim.inject(TdCallLeaf.MEM_PAGE_ATTR_WR, status_rax(STATUSES["OPERAND_INVALID"]))
     with pytest.raises(AcceptPagesAttributes) as ei:
@@ -410,8 +408,6 @@ def test_backing_file_removed_while_in_use(tmp_path):
     hcl.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect fixed on another branch: (5) exceptions not "
-                                       "picklable/copyable")
 def test_failures_survive_pickle_with_their_details(hcl, sim):
     import copy
     import pickle

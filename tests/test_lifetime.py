@@ -235,8 +235,6 @@ def test_fork_after_open(backend):
 
 
 @needs_device
-@pytest.mark.xfail(strict=True, reason="defect fixed on another branch: (6) a forked child "
-                                       "unmounts the parent's stand-in device")
 def test_forked_child_exiting_normally_leaves_parents_device_mounted():
     rc, out, err = run_python("""
         import os, sys

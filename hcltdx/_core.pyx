@@ -839,6 +839,8 @@ cdef class Hcl:
         cdef cpu_set_t saved
         cdef bint repin = False
         cdef uint32_t cvp
+        cdef int err
+        cdef const hcltdx_backend_ops *ops
         cdef unsigned long long cleaf = 0, crcx = 0, crdx = 0, cr8 = 0, cr9 = 0  # set before use; 0 keeps gcc from guessing
         self._check_open()
         cvp = self._vp_index(vp)
@@ -864,7 +866,16 @@ cdef class Hcl:
             _u64_error(r9, "r9")
         io_init(&io, cleaf, crcx, crdx, cr8, cr9)
         if self.fd < 0:
-            self._call(cvp, &io)
+            # Hcl._call's in-process branch spelled out (gcc keeps _call out
+            # of line). ops is tested again: a conversion above may have run
+            # Python code (an int subclass's comparison) that closed the Hcl.
+            ops = self.ops
+            if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
+                err = transport(ops, self.ctx, self.tring, cvp, &io)
+                if HCLTDX_UNLIKELY(err != 0):
+                    raise _oserror(err, self, cvp, cleaf)
+            else:
+                self._call(cvp, &io)
             return _tdcall_output(&io)
         if not _pinned_to(cvp):
             _pin(cvp, &saved)
@@ -1460,7 +1471,8 @@ cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str 
                            uint64_t *out) except -1:
     cdef mshv_tdcall io
     cdef uint32_t raw
-    cdef int v
+    cdef int v, err
+    cdef const hcltdx_backend_ops *ops
     if HCLTDX_UNLIKELY(not _runner_ready(r)):
         r._enter()
     raw = _field_of(field)
@@ -1468,7 +1480,14 @@ cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str 
     if HCLTDX_UNLIKELY(not _width_ok(raw, bits)):
         _bad_width(method, field, raw)
     io_init(&io, LEAF_VP_RD, 0, vmcs_code(raw, v), 0, 0)
-    _runner_call(r, &io)
+    # _runner_call spelled out: gcc keeps it out of line here.
+    ops = r.hcl.ops
+    if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
+        err = transport(ops, r.hcl.ctx, r.hcl.tring, r.vp, &io)
+        if HCLTDX_UNLIKELY(err != 0):
+            return _raise_transport(r, err, LEAF_VP_RD)
+    else:
+        _runner_blocking(r, &io)
     if HCLTDX_UNLIKELY(_code(io.rax) != 0):
         return _raise_vmcs(r, io.rax, LEAF_VP_RD, field, v)
     out[0] = io.r8
@@ -1479,7 +1498,8 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
                             int bits, str method, uint64_t *old) except -1:
     cdef mshv_tdcall io
     cdef uint32_t raw
-    cdef int v
+    cdef int v, err
+    cdef const hcltdx_backend_ops *ops
     cdef unsigned long long m = 0, val = 0  # set before use; 0 keeps gcc from guessing
     if HCLTDX_UNLIKELY(not _runner_ready(r)):
         r._enter()
@@ -1492,7 +1512,13 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
     if HCLTDX_UNLIKELY(hcltdx_u64_of(value, &val) != 0 or (bits < 64 and (val >> bits) != 0)):
         _bad_reg(value, "value", bits)
     io_init(&io, LEAF_VP_WR, 0, vmcs_code(raw, v), val, m)
-    _runner_call(r, &io)
+    ops = r.hcl.ops  # _runner_call spelled out, as in _vmcs_read
+    if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
+        err = transport(ops, r.hcl.ctx, r.hcl.tring, r.vp, &io)
+        if HCLTDX_UNLIKELY(err != 0):
+            return _raise_transport(r, err, LEAF_VP_WR)
+    else:
+        _runner_blocking(r, &io)
     if HCLTDX_UNLIKELY(_code(io.rax) != 0):
         return _raise_vmcs(r, io.rax, LEAF_VP_WR, field, v)
     old[0] = io.r8

@@ -262,6 +262,30 @@ def test_enumeration_visits_every_readable_field_once(td):
     assert set(seen) == readable
 
 
+def test_enumeration_of_vtl1_stays_in_its_class_and_ends_with_all_ones(td):
+    from hcltdx._cabi import vmcs_catalogue
+    readable = {enc for _n, enc, rmask, _w in vmcs_catalogue() if rmask}
+    first_vtl0 = td.rd(U64).rdx
+    code = (first_vtl0 & ~(0x3F << 56)) | 44 << 56  # the same field in VMCS class 2
+    seen = []
+    while code != U64:
+        out = td.rd(code)
+        assert out.rax == SUCCESS, hex(code)
+        assert code >> 56 == 44
+        assert (code >> 32) & 3 == {0: 1, 1: 3, 2: 2, 3: 3}[(code >> 13) & 3]
+        seen.append(code & 0xFFFFFF)
+        code = out.rdx
+    assert len(seen) == len(set(seen)) and set(seen) == readable
+
+
+@pytest.mark.parametrize("code", [RIP_VTL0, RIP_VTL1, CS_SEL_VTL1, PROC_CTLS_VTL0])
+def test_vmcs_field_with_non_arch_bit_is_incorrect(td, code):
+    # Section 7.4: non_arch (bit 63) is set only for the L2-controls fields.
+    assert td.rd(code | 1 << 63).rax == FIELD_ID_INCORRECT
+    assert td.wr(code | 1 << 63, 1).rax == FIELD_ID_INCORRECT
+    assert td.rd(code).rax == SUCCESS
+
+
 def test_read_applies_read_mask_and_poke_bypasses(td):
     td.sim.set_vmcs(0, 0, 0x681E, 0x1234)
     assert td.rd(RIP_VTL0).r8 == 0x1234

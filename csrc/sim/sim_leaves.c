@@ -105,8 +105,48 @@ static uint64_t make_id(uint32_t class_code, uint64_t size, uint32_t code, int n
            ((uint64_t)class_code << 56) | (non_arch ? NON_ARCH : 0);
 }
 
+/* Per catalogue index: bits 0-55 of the field's VP.RD/WR id (code, size,
+ * context; the reserved bits among them 0), and the same bits of the next
+ * readable field's id, 0 at the end of the class. A VMCS access, the common
+ * one, then decodes with one compare and enumerates with one load. */
+static uint64_t vmcs_id_low[SIM_MAX_FIELDS];
+static uint64_t vmcs_next_low[SIM_MAX_FIELDS];
+#define ID_LOW_BITS ((1ull << 56) - 1)
+
+__attribute__((constructor)) static void build_vmcs_ids(void)
+{
+    /* Only the constant catalogue is read: constructors of other files
+     * (the catalogue's index) may not have run yet. */
+    size_t n = hcltdx_vmcs_field_count();
+    uint64_t next = 0;
+    for (size_t i = n; i-- > 0;) {
+        const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at(i);
+        uint64_t low = make_id(0, field_size_of(d->encoding), d->encoding, 0);
+        vmcs_id_low[i] = low;
+        vmcs_next_low[i] = next;
+        if (d->read_mask)
+            next = low;
+    }
+}
+
 static uint64_t decode_field(uint64_t id, struct field_ref *f)
 {
+    /* VMCS classes: bits 56-63 are the class alone (bit 62 reserved, bit 63
+     * non-arch, both 0); bits 0-55 must be exactly the field's id. This
+     * accepts and refuses what the general checks below do. */
+    uint64_t top = id >> 56;
+    if (__builtin_expect(top == CLASS_VMCS_1 || top == CLASS_VMCS_2, 1)) {
+        int i = hcltdx_vmcs_field_index((uint32_t)(id & 0xFFFFFFu));
+        if (i < 0 || (id & ID_LOW_BITS) != vmcs_id_low[i])
+            return TDX_METADATA_FIELD_ID_INCORRECT;
+        const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at((size_t)i);
+        f->kind = FK_VMCS;
+        f->vm = top == CLASS_VMCS_1 ? 0 : 1;
+        f->index = (uint32_t)i;
+        f->rmask = d->read_mask;
+        f->wmask = d->write_mask;
+        return 0;
+    }
     if (id & FIELD_ID_MUST_BE_ZERO)
         return TDX_METADATA_FIELD_ID_INCORRECT;
     if (((id >> 52) & 7u) != CONTEXT_TD_VCPU)
@@ -167,12 +207,10 @@ static uint64_t next_field_id(const struct field_ref *f)
     switch (f->kind) {
     case FK_VMCS: {
         /* enumeration lists readable fields only */
-        int i = hcltdx_vmcs_next_readable(f->index);
-        if (i < 0)
+        uint64_t low = vmcs_next_low[f->index];
+        if (low == 0)
             return ~0ull;
-        const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at((size_t)i);
-        return make_id(f->vm ? CLASS_VMCS_2 : CLASS_VMCS_1, field_size_of(d->encoding),
-                       d->encoding, 0);
+        return low | ((uint64_t)(f->vm ? CLASS_VMCS_2 : CLASS_VMCS_1) << 56);
     }
     case FK_MSR_BITMAP:
         if (f->index + 1u >= SIM_MSR_BITMAP_WORDS)

@@ -35,6 +35,7 @@ SDIST_REQUIRED = [
     "MANIFEST.in", "README.md", "scripts/test", "scripts/gen_stubs.py",
 ]
 BUILT = ["*.so", "*.o", "*.a", "*.pyc", "hcltdx/_*.c"]
+# Files git needs but a build does not (matched by base name, in any folder).
 NOT_SHIPPED = {".gitignore"}
 
 
@@ -70,7 +71,7 @@ def check_sdist(names: list[str], src: str | None, errors: list[str]) -> None:
     tracked = git_files(src) if src else None
     if tracked is not None:
         for n in tracked:
-            if n not in have and n not in NOT_SHIPPED and os.path.exists(os.path.join(src, n)):
+            if n not in have and os.path.basename(n) not in NOT_SHIPPED and os.path.exists(os.path.join(src, n)):
                 errors.append(f"sdist: lacks tracked file {n} (add it to MANIFEST.in)")
     print(f"sdist: {len(names)} files" + ("" if tracked is None else
                                           f", every one of {len(tracked)} tracked files checked"))

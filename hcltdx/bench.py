@@ -250,7 +250,8 @@ def machine_info(source: str, client_cpu: int, daemon_cpu: Optional[int]) -> Dic
         pass
     rustc = ""
     if shutil.which("rustc"):
-        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True,
+                               env=native_env()).stdout.strip()
     return dict(host=platform.node(), cpu=model, cpus=os.cpu_count(), kernel=platform.release(),
                 python=platform.python_version(), rustc=rustc, commit=commit,
                 client_cpu=client_cpu, daemon_cpu=daemon_cpu,
@@ -379,12 +380,20 @@ def _log(msg: str) -> None:
     print(f"hcltdx bench: {msg}", file=sys.stderr, flush=True)
 
 
+def native_env() -> Dict[str, str]:
+    """The environment for the toolchain and the Rust binary: without an
+    LD_PRELOAD meant for this Python process (scripts/sanitize preloads libasan,
+    under which rustc itself crashes); neither is code hcltdx's sanitizer run
+    examines."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def build(source: str, quiet: bool) -> Tuple[Optional[str], List[str]]:
     """Builds the simulator library and the Rust binary; (rust binary or None, notes)."""
     notes = []
     out = subprocess.DEVNULL if quiet else None
     subprocess.run(["make", "-C", os.path.join(source, "csrc"), "build/libhcltdx_sim.so"], check=True,
-                   stdout=out)
+                   stdout=out, env=native_env())
     cargo = shutil.which("cargo")
     if cargo is None:
         notes.append("cargo not found: the Rust column is empty.")
@@ -392,7 +401,7 @@ def build(source: str, quiet: bool) -> Tuple[Optional[str], List[str]]:
     crate = os.path.join(source, "benchmarks", "rust")
     subprocess.run([cargo, "build", "--release", "-j", "1", "--manifest-path",
                     os.path.join(crate, "Cargo.toml")], check=True, stdout=out,
-                   stderr=subprocess.DEVNULL if quiet else None)
+                   stderr=subprocess.DEVNULL if quiet else None, env=native_env())
     return os.path.join(crate, "target", "release", "hcltdx-bench-rust"), notes
 
 
@@ -533,7 +542,7 @@ def _run(args: argparse.Namespace) -> int:
             cmd.append("--quick")
         else:
             cmd += ["--rounds", str(per_pass[0]), "--sweep-rounds", str(per_pass[1])]
-        rc = subprocess.run(cmd, preexec_fn=_pinned(client)).returncode
+        rc = subprocess.run(cmd, preexec_fn=_pinned(client), env=native_env()).returncode
         if rc != 0:
             raise BenchError(f"the Rust binary failed (exit status {rc}): {' '.join(cmd)}")
         merge(load_rust(rj))

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from hcltdx.bench import native_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRATE = os.path.join(ROOT, "benchmarks", "rust")
 HAVE_CHECKOUT = os.path.exists(os.path.join(ROOT, "benchmarks", "test_bench.py"))
@@ -35,7 +37,7 @@ def cargo_built():
     if cargo is None:
         pytest.skip("cargo is not installed: the Rust crate is not built")
     subprocess.run([cargo, "build", "--release", "-j", "1", "--quiet", "--manifest-path",
-                    os.path.join(CRATE, "Cargo.toml")], check=True, timeout=600)
+                    os.path.join(CRATE, "Cargo.toml")], check=True, timeout=600, env=native_env())
     binary = os.path.join(CRATE, "target", "release", "hcltdx-bench-rust")
     assert os.access(binary, os.X_OK)
     return binary
@@ -44,7 +46,7 @@ def cargo_built():
 def test_rust_binary_reports_the_suite_operation_names(cargo_built, tmp_path):
     out = tmp_path / "rust.json"
     subprocess.run([cargo_built, "--out", str(out), "--backend", "sim", "--quick"], check=True,
-                   timeout=120)
+                   timeout=120, env=native_env())
     doc = json.loads(out.read_text())
     assert doc["impl"] == "rust"
     ops = {r["op"] for r in doc["results"] if r["backend"] == "sim"}
@@ -53,10 +55,11 @@ def test_rust_binary_reports_the_suite_operation_names(cargo_built, tmp_path):
 
 
 def test_rust_binary_refuses_bad_arguments(cargo_built):
-    r = subprocess.run([cargo_built, "--backend", "sim"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([cargo_built, "--backend", "sim"], capture_output=True, text=True, timeout=60,
+                       env=native_env())
     assert r.returncode == 2 and "--out" in r.stderr
     r = subprocess.run([cargo_built, "--out", "/dev/null", "--backend", "device"],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=native_env())
     assert r.returncode == 2 and "--devices" in r.stderr
 
 

@@ -14,7 +14,6 @@ Set by ``hcltdx bench`` (``python -m hcltdx.bench``), or by hand:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -55,23 +54,14 @@ def parse_spec(spec: str) -> dict[str, str]:
 
 def start_devserver(cpu: int | None):
     """(process, spec) of a fresh benchmarks/devserver.py, or (None, reason)."""
-    cmd = [sys.executable, os.path.join(HERE, "devserver.py")]
-    if cpu is not None:
-        cmd += ["--cpu", str(cpu)]
     import hcltdx
+    from hcltdx.bench import start_devserver as start
 
     # The server must import the very hcltdx this session measures.
     env = dict(os.environ)
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(hcltdx.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_parent, env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    line = proc.stdout.readline()
-    msg = json.loads(line) if line else {"ok": False, "error": "the device server did not start"}
-    if not msg["ok"]:
-        proc.stdin.close()
-        proc.wait()
-        return None, msg["error"]
-    return proc, msg["spec"]
+    return start(os.path.dirname(HERE), env, cpu)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def ext(name, sources, lto=False, **kw):
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra_compile_args + (["-flto=auto", "-fno-semantic-interposition"] if lto else []),
-        depends=glob.glob("include/hcltdx/*") + glob.glob("hcltdx/**/*.pxd", recursive=True),
+        depends=glob.glob("include/hcltdx/*") + glob.glob("csrc/sim/*.h") + glob.glob("hcltdx/**/*.pxd", recursive=True),
         extra_link_args=kw.pop("extra_link_args", []) + (SAN_FLAGS if SANITIZE else []),
         **kw,
     )

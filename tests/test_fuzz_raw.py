@@ -26,6 +26,7 @@ def _build(tmp, sanitize):
              "-fno-sanitize-recover=undefined"] if sanitize else ["-O2"]
     srcs = [str(FUZZ / "fuzz_tdcall.c"), *sorted(str(p) for p in (ROOT / "csrc" / "sim").glob("*.c"))]
     res = subprocess.run([CC, *flags, "-std=gnu11", "-pthread", "-Wall", "-I", str(ROOT / "include"),
+                          "-I", str(ROOT / "csrc" / "sim"),
                           "-o", str(exe), *srcs], capture_output=True, text=True)
     if res.returncode != 0 and sanitize and "sanitize" in res.stderr:
         pytest.skip(f"the compiler has no ASan/UBSan runtime: {res.stderr[-300:]}")
@@ -48,10 +49,10 @@ def test_raw_fuzzer_finds_nothing(fuzzer, seed):
     assert res.returncode == 0, (res.stdout, res.stderr[-3000:])
     assert "runtime error" not in res.stderr and "Sanitizer" not in res.stderr, res.stderr[-3000:]
     m = re.search(r"executions=(\d+) seconds=([\d.]+) ok=(\d+) tdx_failures=(\d+) refused=(\d+) "
-                  r"accepts=(\d+) vmcs_writes=(\d+)", res.stdout)
+                  r"accepts=(\d+) vmcs_writes=(\d+) diff_checked=(\d+)", res.stdout)
     assert m, res.stdout
-    executions, _, ok, failures, refused, accepts, writes = (float(x) for x in m.groups())
+    executions, _, ok, failures, refused, accepts, writes, diffed = (float(x) for x in m.groups())
     # Every execution is accounted for, and the interesting paths were reached.
     assert executions > 0 and ok + failures + refused <= executions
-    assert ok > 0 and failures > 0 and refused > 0 and accepts > 0 and writes > 0
+    assert ok > 0 and failures > 0 and refused > 0 and accepts > 0 and writes > 0 and diffed > 0
     print(res.stdout.strip())

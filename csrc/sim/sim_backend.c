@@ -2,12 +2,8 @@
 #include <errno.h>
 
 #include "hcltdx/sim.h"
+#include "sim_internal.h"
 
-static int sim_tdcall(void *ctx, uint32_t vp, struct mshv_tdcall *io)
-{
-    int rc = hcltdx_sim_tdcall((hcltdx_sim *)ctx, vp, io);
-    return rc < 0 ? -rc : rc;
-}
 
 static int sim_map_page(void *ctx, uint64_t page_offset, void **page)
 {
@@ -37,7 +33,7 @@ static int sim_vtl1_apic_page(void *ctx, uint32_t vp, void **page, uint64_t *gpa
 const hcltdx_backend_ops hcltdx_sim_backend_ops = {
     .name = "simulator",
     .may_block = 0,
-    .tdcall = sim_tdcall,
+    .tdcall = sim_backend_tdcall,
     .map_page = sim_map_page,
     .unmap_page = sim_unmap_page,
     .vtl1_apic_page = sim_vtl1_apic_page,

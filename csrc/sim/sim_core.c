@@ -189,16 +189,19 @@ void sim_vp_lock_contended(struct sim_vp *v)
     }
 }
 
-int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)
+/* The body of hcltdx_sim_tdcall, inlined into it and into the backend
+ * table's entry (sim_backend_tdcall below), which returns a positive errno. */
+static inline __attribute__((always_inline)) int sim_tdcall_body(hcltdx_sim *sim, uint32_t vp,
+                                                                 struct mshv_tdcall *io)
 {
     if (!sim || !io || vp >= sim->cfg.vp_count)
-        return -EINVAL;
-    /* Registers are read once, straight from the caller's struct; a copy of
-     * the inputs is made only for the call log. The kernel copies RCX, RDX,
-     * R8, R9 in; R10-R15 enter as 0. */
+        return EINVAL;
+    /* Registers are read straight from the caller's struct; a copy of the
+     * inputs is made only for the call log. The kernel copies RCX, RDX, R8,
+     * R9 in; R10-R15 enter as 0. */
     uint64_t leaf = io->rax;
-    uint64_t r[6] = {io->rcx, io->rdx, io->r8, io->r9, 0, 0};
-    uint32_t slot = sim_leaf_slot(leaf);
+    uint32_t slot = leaf == LEAF_VP_RD ? HCLTDX_SIM_SLOT_VP_RD : leaf == LEAF_VP_WR ? HCLTDX_SIM_SLOT_VP_WR
+                                                                  : sim_leaf_slot(leaf);
     struct sim_vp *v = &sim->vps[vp];
     int logging = atomic_load_explicit(&sim->log_cap, memory_order_relaxed) != 0;
     struct mshv_tdcall in;
@@ -212,24 +215,40 @@ int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)
         sim_guest_sync(sim, vp); /* the synthetic guest, off by default */
     v->calls[slot]++;
     if (__builtin_expect(atomic_load_explicit(&sim->fault_armed[slot], memory_order_relaxed), 0) &&
-        sim_fault_take(sim, slot, &rax))
+        sim_fault_take(sim, slot, &rax)) {
         injected = 1;
-    else
-        rax = sim_dispatch(sim, vp, leaf, r);
-
-    io->rax = rax;
-    io->rcx = r[0];
-    io->rdx = r[1];
-    io->r8 = r[2];
-    io->r9 = r[3];
-    io->r10_out = r[4];
-    io->r11_out = r[5];
+        io->rax = rax; /* the inputs stay; R10/R11 out are 0 */
+        io->r10_out = 0;
+        io->r11_out = 0;
+    } else if (__builtin_expect(slot == HCLTDX_SIM_SLOT_VP_RD || slot == HCLTDX_SIM_SLOT_VP_WR, 1) &&
+               __builtin_expect(sim_vmcs_fast(v, slot == HCLTDX_SIM_SLOT_VP_WR, io), 1)) {
+        /* done: a VMCS field read or written */
+    } else {
+        uint64_t r[6] = {io->rcx, io->rdx, io->r8, io->r9, 0, 0};
+        io->rax = sim_dispatch(sim, vp, leaf, r);
+        io->rcx = r[0];
+        io->rdx = r[1];
+        io->r8 = r[2];
+        io->r9 = r[3];
+        io->r10_out = r[4];
+        io->r11_out = r[5];
+    }
     /* Appended under the VP's lock: the log's order of one VP's calls is the
      * order they changed its state in. */
     if (__builtin_expect(logging, 0))
         sim_log_append(sim, vp, injected, &in, io);
     sim_vp_unlock(v);
     return 0;
+}
+
+int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)
+{
+    return -sim_tdcall_body(sim, vp, io);
+}
+
+int sim_backend_tdcall(void *ctx, uint32_t vp, struct mshv_tdcall *io)
+{
+    return sim_tdcall_body((hcltdx_sim *)ctx, vp, io);
 }
 
 /* ---- shared pages ------------------------------------------------------- */

@@ -19,6 +19,17 @@
 #define PF_LEVEL_2M 0x4u    /* host mapped it as part of a 2 MiB page */
 #define PF_ATTR_PENDING 0x8u /* L2 attributes written while pending */
 
+/* TDCALL leaves (docs/tdx-abi.md section 5). */
+#define LEAF_VP_INFO 1u
+#define LEAF_MEM_PAGE_ACCEPT 6u
+#define LEAF_VM_RD 7u
+#define LEAF_VM_WR 8u
+#define LEAF_VP_RD 9u
+#define LEAF_VP_WR 10u
+#define LEAF_MEM_PAGE_ATTR_RD 23u
+#define LEAF_MEM_PAGE_ATTR_WR 24u
+#define LEAF_VP_INVGLA 27u
+
 /* TDX status codes the model returns (code << 32). */
 #define ST(code) ((uint64_t)(code) << 32)
 #define TDX_SUCCESS 0ull
@@ -143,7 +154,64 @@ void sim_vp_reset(hcltdx_sim *sim, struct sim_vp *v, uint32_t index);
  * the caller holds the VP's lock. */
 void sim_guest_sync(hcltdx_sim *sim, uint32_t vp);
 
+/* csrc/sim/sim_leaves.c: per catalogue index, bits 0-55 of the field's
+ * VP.RD/WR id (code, size, context; the reserved bits among them 0), the same
+ * bits of the next readable field's id (0 at the end of the class), and the
+ * field's read and write masks. Built at load from the catalogue. */
+#define CLASS_VMCS_1 36u
+#define CLASS_VMCS_2 44u
+#define ID_LOW_BITS ((1ull << 56) - 1)
+extern uint64_t sim_vmcs_id_low[SIM_MAX_FIELDS];
+extern uint64_t sim_vmcs_next_low[SIM_MAX_FIELDS];
+extern uint64_t sim_vmcs_rmask[SIM_MAX_FIELDS], sim_vmcs_wmask[SIM_MAX_FIELDS];
+
+/* The common call, a VP.RD or VP.WR of a VMCS field that succeeds, in one
+ * pass over the caller's registers: the same decode and rules as
+ * decode_field() and vp_rd_wr() (RCX 0, a VMCS class, bits 0-55 exactly the
+ * field's id, readable / writable under the mask, the value's bits outside
+ * the writable ones unchanged), with the outputs vp_rd_wr() gives. Anything
+ * else (another class, a refusal, an enumeration start) returns 0 having
+ * changed nothing, and the general path handles it. The caller holds the
+ * VP's lock. */
+static inline int sim_vmcs_fast(struct sim_vp *v, int write, struct mshv_tdcall *io)
+{
+    uint64_t id = io->rdx;
+    uint64_t top = id >> 56;
+    uint32_t vm;
+    if (top == CLASS_VMCS_1)
+        vm = 0;
+    else if (top == CLASS_VMCS_2)
+        vm = 1;
+    else
+        return 0;
+    if (io->rcx != 0)
+        return 0;
+    int i = hcltdx_vmcs_field_index((uint32_t)(id & 0xFFFFFFu));
+    if (i < 0 || (id & ID_LOW_BITS) != sim_vmcs_id_low[i])
+        return 0;
+    uint64_t *slot = &v->vmcs[vm][i];
+    uint64_t old = *slot, rmask = sim_vmcs_rmask[i];
+    if (!write) {
+        if (rmask == 0)
+            return 0;
+        uint64_t low = sim_vmcs_next_low[i];
+        io->rdx = low ? low | (top << 56) : ~0ull;
+    } else {
+        uint64_t value = io->r8, req = io->r9, wmask = sim_vmcs_wmask[i];
+        uint64_t m = wmask & req;
+        if (m == 0 || ((req & ~wmask) & (value ^ old)))
+            return 0;
+        *slot = (old & ~m) | (value & m);
+    }
+    io->rax = TDX_SUCCESS;
+    io->r8 = old & rmask;
+    io->r10_out = 0;
+    io->r11_out = 0;
+    return 1;
+}
+
 /* csrc/sim/sim_core.c */
+int sim_backend_tdcall(void *ctx, uint32_t vp, struct mshv_tdcall *io); /* positive errno */
 int sim_fault_take(hcltdx_sim *sim, uint32_t slot, uint64_t *status);
 void sim_log_append(hcltdx_sim *sim, uint32_t vp, int injected,
                     const struct mshv_tdcall *in, const struct mshv_tdcall *out);

@@ -8,16 +8,6 @@
 
 enum { R_RCX, R_RDX, R_R8, R_R9, R_R10, R_R11 };
 
-#define LEAF_VP_INFO 1u
-#define LEAF_MEM_PAGE_ACCEPT 6u
-#define LEAF_VM_RD 7u
-#define LEAF_VM_WR 8u
-#define LEAF_VP_RD 9u
-#define LEAF_VP_WR 10u
-#define LEAF_MEM_PAGE_ATTR_RD 23u
-#define LEAF_MEM_PAGE_ATTR_WR 24u
-#define LEAF_VP_INVGLA 27u
-
 #define SHARED_BIT (1ull << 47)
 #define GPA_MASK 0x000FFFFFFFFFF000ull
 
@@ -67,9 +57,7 @@ void sim_vp_reset(hcltdx_sim *sim, struct sim_vp *v, uint32_t index)
 /* ---- TDG.VP.RD / TDG.VP.WR ------------------------------------------- */
 
 #define CLASS_MANAGEMENT 32u
-#define CLASS_VMCS_1 36u
 #define CLASS_MSR_BITMAPS_1 37u
-#define CLASS_VMCS_2 44u
 #define CLASS_MSR_BITMAPS_2 45u
 #define CONTEXT_TD_VCPU 2u
 #define L2_CTLS_FIELD_BASE 0x50u
@@ -105,13 +93,12 @@ static uint64_t make_id(uint32_t class_code, uint64_t size, uint32_t code, int n
            ((uint64_t)class_code << 56) | (non_arch ? NON_ARCH : 0);
 }
 
-/* Per catalogue index: bits 0-55 of the field's VP.RD/WR id (code, size,
- * context; the reserved bits among them 0), and the same bits of the next
- * readable field's id, 0 at the end of the class. A VMCS access, the common
- * one, then decodes with one compare and enumerates with one load. */
-static uint64_t vmcs_id_low[SIM_MAX_FIELDS];
-static uint64_t vmcs_next_low[SIM_MAX_FIELDS];
-#define ID_LOW_BITS ((1ull << 56) - 1)
+/* The VMCS fields' id, next id and masks by catalogue index (see
+ * sim_internal.h): a VMCS access, the common one, then decodes with one
+ * compare and enumerates with one load. */
+uint64_t sim_vmcs_id_low[SIM_MAX_FIELDS];
+uint64_t sim_vmcs_next_low[SIM_MAX_FIELDS];
+uint64_t sim_vmcs_rmask[SIM_MAX_FIELDS], sim_vmcs_wmask[SIM_MAX_FIELDS];
 
 __attribute__((constructor)) static void build_vmcs_ids(void)
 {
@@ -122,8 +109,10 @@ __attribute__((constructor)) static void build_vmcs_ids(void)
     for (size_t i = n; i-- > 0;) {
         const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at(i);
         uint64_t low = make_id(0, field_size_of(d->encoding), d->encoding, 0);
-        vmcs_id_low[i] = low;
-        vmcs_next_low[i] = next;
+        sim_vmcs_id_low[i] = low;
+        sim_vmcs_next_low[i] = next;
+        sim_vmcs_rmask[i] = d->read_mask;
+        sim_vmcs_wmask[i] = d->write_mask;
         if (d->read_mask)
             next = low;
     }
@@ -137,7 +126,7 @@ static uint64_t decode_field(uint64_t id, struct field_ref *f)
     uint64_t top = id >> 56;
     if (__builtin_expect(top == CLASS_VMCS_1 || top == CLASS_VMCS_2, 1)) {
         int i = hcltdx_vmcs_field_index((uint32_t)(id & 0xFFFFFFu));
-        if (i < 0 || (id & ID_LOW_BITS) != vmcs_id_low[i])
+        if (i < 0 || (id & ID_LOW_BITS) != sim_vmcs_id_low[i])
             return TDX_METADATA_FIELD_ID_INCORRECT;
         const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at((size_t)i);
         f->kind = FK_VMCS;
@@ -207,7 +196,7 @@ static uint64_t next_field_id(const struct field_ref *f)
     switch (f->kind) {
     case FK_VMCS: {
         /* enumeration lists readable fields only */
-        uint64_t low = vmcs_next_low[f->index];
+        uint64_t low = sim_vmcs_next_low[f->index];
         if (low == 0)
             return ~0ull;
         return low | ((uint64_t)(f->vm ? CLASS_VMCS_2 : CLASS_VMCS_1) << 56);

@@ -13,7 +13,6 @@ from cpython.object cimport PyObject
 from cpython.long cimport PyLong_Check, PyLong_CheckExact, PyLong_AsUnsignedLongLong
 from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE,
                              PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release)
-from cpython.pythread cimport PyThread_get_thread_ident
 from libc.errno cimport errno, EINTR, EFAULT, EINVAL, ENOTTY
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, intptr_t
 from libc.stdlib cimport calloc, free
@@ -24,7 +23,7 @@ from posix.mman cimport (mmap, munmap, mlock, munlock, MAP_FAILED, PROT_READ,
 from hcltdx.includes.abi cimport (
     mshv_tdcall, hcl_run, tdx_vp_context, hcl_run_tdx, MSHV_VTL_TDCALL,
     MSHV_CREATE_VTL, MSHV_APIC_PAGE_OFFSET)
-from hcltdx.includes.pyconv cimport HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of
+from hcltdx.includes.pyconv cimport HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of, hcltdx_thread_id
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
 
@@ -1414,7 +1413,7 @@ cdef class TdxPrivateRegs:
 cdef inline bint _runner_ready(TdxRunner r) noexcept:
     """Open, owned by this thread and not inside a call (``_enter`` raises the
     error for each way this can be false)."""
-    return r.run != NULL and not r.busy and r.owner == PyThread_get_thread_ident()
+    return r.run != NULL and not r.busy and r.owner == hcltdx_thread_id()
 
 
 cdef int _runner_blocking(TdxRunner r, mshv_tdcall *io) except -1:
@@ -1548,7 +1547,7 @@ cdef class TdxRunner:
         cdef cpu_set_t saved
         r.hcl = hcl
         r.vp = vp
-        r.owner = PyThread_get_thread_ident()
+        r.owner = hcltdx_thread_id()
         # The caller's page is checked (and held) before anything is pinned,
         # mapped or written.
         if vtl1_apic_page is not None:
@@ -1603,7 +1602,7 @@ cdef class TdxRunner:
     cdef inline int _enter(self) except -1:
         if self.run == NULL:
             raise ValueError(f"operation on a closed runner (VP {self.vp})")
-        if self.owner != PyThread_get_thread_ident():
+        if self.owner != hcltdx_thread_id():
             raise RuntimeError(
                 f"the runner of VP {self.vp} belongs to the thread that created it "
                 f"(and, on a device, is pinned to CPU {self.vp}); create one runner per thread")
@@ -1627,7 +1626,7 @@ cdef class TdxRunner:
         if saved is None:
             return
         tid, cpus = saved
-        if self.owner == PyThread_get_thread_ident():
+        if self.owner == hcltdx_thread_id():
             tid = 0
         elif not os.path.exists(f"/proc/self/task/{tid}"):
             return  # the owning thread has exited; its id may be reused

@@ -719,6 +719,44 @@ def test_u64_limits_on_the_fast_path(runner, sim):
     assert sim.counters()["VP_WR"] == before["VP_WR"] + 1
 
 
+# Ints reach the C conversion in CPython's 30-bit digits: 0 has none, values
+# below 2**30 one, below 2**60 two (read from the digits directly), larger
+# ones three (handed to CPython). Each size, and both sides of each boundary,
+# must arrive exactly; an int subclass takes the same paths.
+DIGIT_BOUNDARIES = [0, 1, (1 << 30) - 1, 1 << 30, (1 << 30) + 1, (1 << 60) - 1, 1 << 60,
+                    (1 << 60) + 1, 0x8000_0000_0000_0000, (1 << 64) - 2, (1 << 64) - 1,
+                    0x1_2345_6000, 0xDEAD_BEEF_CAFE_F00D]
+
+
+@pytest.mark.parametrize("value", DIGIT_BOUNDARIES, ids=hex)
+def test_every_int_size_converts_exactly(runner, value):
+    rip = VmcsField.VMX_VMCS_GUEST_RIP  # read and write masks all ones
+    for v in (value, _IntSubclass(value)):
+        runner.write_vmcs64(VTL0, rip, (1 << 64) - 1, v)
+        assert runner.read_vmcs64(VTL0, rip) == value
+        # The mask, too: only the bits it selects change (an empty mask
+        # writes nothing, which the module refuses as not writable).
+        runner.write_vmcs64(VTL0, rip, (1 << 64) - 1, 0)
+        if value == 0:
+            with pytest.raises(VmcsAccessError, match="NOT_WRITABLE"):
+                runner.write_vmcs64(VTL0, rip, v, (1 << 64) - 1)
+            continue
+        runner.write_vmcs64(VTL0, rip, v, (1 << 64) - 1)
+        assert runner.read_vmcs64(VTL0, rip) == value
+
+
+@pytest.mark.parametrize("value", [1 << 64, (1 << 64) + 1, 1 << 90, -1, -(1 << 30), -(1 << 30) - 1,
+                                   -(1 << 60), -(1 << 64)], ids=hex)
+def test_ints_outside_u64_are_refused_at_every_size(runner, sim, value):
+    rip = VmcsField.VMX_VMCS_GUEST_RIP
+    before = sim.counters()
+    with pytest.raises(ValueError, match="value"):
+        runner.write_vmcs64(VTL0, rip, (1 << 64) - 1, value)
+    with pytest.raises(ValueError, match="mask"):
+        runner.write_vmcs64(VTL0, rip, _IntSubclass(value), 0)
+    assert sim.counters() == before
+
+
 class _IntSubclass(int):
     pass
 

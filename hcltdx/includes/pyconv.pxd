@@ -4,3 +4,4 @@ cdef extern from "hcltdx/pyconv.h":
     bint HCLTDX_LIKELY(bint) noexcept nogil
     bint HCLTDX_UNLIKELY(bint) noexcept nogil
     int hcltdx_u64_of(object o, unsigned long long *out) noexcept
+    unsigned long hcltdx_thread_id() noexcept nogil

@@ -4,6 +4,7 @@
 #define HCLTDX_PYCONV_H
 
 #include <limits.h>
+#include <pthread.h>
 
 #define HCLTDX_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HCLTDX_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -15,6 +16,38 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
     unsigned long long v;
     if (!PyLong_Check(o))
         return -1;
+    /* Ints of up to 60 bits (field encodings, VTLs, most register values)
+     * are read from their digits here; larger ones go to CPython. */
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+        Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)o);
+        if (c < 0)
+            return -1;
+        *out = (unsigned long long)c;
+        return 0;
+    }
+#elif PYLONG_BITS_IN_DIGIT == 30
+    {
+        /* CPython 3.10/3.11: |ob_size| digits of 30 bits, the sign in
+         * ob_size's sign; 0 has no digit. */
+        Py_ssize_t size = Py_SIZE(o);
+        const digit *d = ((PyLongObject *)o)->ob_digit;
+        if (size == 1) {
+            *out = d[0];
+            return 0;
+        }
+        if (size == 2) {
+            *out = (unsigned long long)d[0] | ((unsigned long long)d[1] << 30);
+            return 0;
+        }
+        if (size == 0) {
+            *out = 0;
+            return 0;
+        }
+        if (size < 0)
+            return -1;
+    }
+#endif
 #if ULONG_MAX == ULLONG_MAX
     /* Same range and errors; CPython's unsigned long conversion walks the
      * digits directly, where the long long one goes through a byte array
@@ -29,6 +62,13 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
     }
     *out = v;
     return 0;
+}
+
+/* The calling thread's id, the value PyThread_get_thread_ident() returns on
+ * POSIX ((unsigned long)pthread_self()), without the call into libpython. */
+static inline unsigned long hcltdx_thread_id(void)
+{
+    return (unsigned long)pthread_self();
 }
 
 #endif

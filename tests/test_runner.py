@@ -720,9 +720,10 @@ def test_u64_limits_on_the_fast_path(runner, sim):
 
 
 # Ints reach the C conversion in CPython's 30-bit digits: 0 has none, values
-# below 2**30 one, below 2**60 two (read from the digits directly), larger
-# ones three (handed to CPython). Each size, and both sides of each boundary,
-# must arrive exactly; an int subclass takes the same paths.
+# below 2**30 one, below 2**60 two, below 2**90 three (a u64's third digit is
+# below 16), larger ones four or more; negative ones a negative count. Each
+# size, and both sides of each boundary, must arrive exactly or be refused;
+# an int subclass takes the same paths.
 DIGIT_BOUNDARIES = [0, 1, (1 << 30) - 1, 1 << 30, (1 << 30) + 1, (1 << 60) - 1, 1 << 60,
                     (1 << 60) + 1, 0x8000_0000_0000_0000, (1 << 64) - 2, (1 << 64) - 1,
                     0x1_2345_6000, 0xDEAD_BEEF_CAFE_F00D]
@@ -745,8 +746,8 @@ def test_every_int_size_converts_exactly(runner, value):
         assert runner.read_vmcs64(VTL0, rip) == value
 
 
-@pytest.mark.parametrize("value", [1 << 64, (1 << 64) + 1, 1 << 90, -1, -(1 << 30), -(1 << 30) - 1,
-                                   -(1 << 60), -(1 << 64)], ids=hex)
+@pytest.mark.parametrize("value", [1 << 64, (1 << 64) + 1, 1 << 65, (1 << 90) - 1, 1 << 90, 1 << 200,
+                                   -1, -(1 << 30), -(1 << 30) - 1, -(1 << 60), -(1 << 64)], ids=hex)
 def test_ints_outside_u64_are_refused_at_every_size(runner, sim, value):
     rip = VmcsField.VMX_VMCS_GUEST_RIP
     before = sim.counters()

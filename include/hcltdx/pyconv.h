@@ -16,9 +16,9 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
     unsigned long long v;
     if (!PyLong_Check(o))
         return -1;
-    /* Ints of up to 60 bits (field encodings, VTLs, most register values)
-     * are read from their digits here; larger ones go to CPython. */
 #if PY_VERSION_HEX >= 0x030C0000
+    /* Compact ints (below 2**62 in magnitude) from their digits; larger ones
+     * go to CPython. */
     if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
         Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)o);
         if (c < 0)
@@ -29,23 +29,29 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
 #elif PYLONG_BITS_IN_DIGIT == 30
     {
         /* CPython 3.10/3.11: |ob_size| digits of 30 bits, the sign in
-         * ob_size's sign; 0 has no digit. */
+         * ob_size's sign, 0 without digits. Every u64 has at most three
+         * digits, the third below 16; so every int is decided here. */
         Py_ssize_t size = Py_SIZE(o);
         const digit *d = ((PyLongObject *)o)->ob_digit;
-        if (size == 1) {
-            *out = d[0];
-            return 0;
-        }
-        if (size == 2) {
-            *out = (unsigned long long)d[0] | ((unsigned long long)d[1] << 30);
-            return 0;
-        }
-        if (size == 0) {
+        switch (size) {
+        case 0:
             *out = 0;
             return 0;
+        case 1:
+            *out = d[0];
+            return 0;
+        case 2:
+            *out = (unsigned long long)d[0] | ((unsigned long long)d[1] << 30);
+            return 0;
+        case 3:
+            if (d[2] >> 4)
+                return -1; /* 2**64 or more */
+            *out = (unsigned long long)d[0] | ((unsigned long long)d[1] << 30) |
+                   ((unsigned long long)d[2] << 60);
+            return 0;
+        default:
+            return -1; /* negative, or 2**90 or more */
         }
-        if (size < 0)
-            return -1;
     }
 #endif
 #if ULONG_MAX == ULLONG_MAX

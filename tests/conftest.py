@@ -7,6 +7,7 @@ where FUSE is truly unavailable.
 """
 
 import gc
+import signal
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,6 +34,23 @@ class Backend:
     name: str
     sim: Any  # the simulator's control panel (the model behind either backend)
     open: Callable[[], Hcl]  # a new Hcl on this backend
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sigint_raises_keyboard_interrupt():
+    """The Ctrl-C tests send SIGINT and expect KeyboardInterrupt. A run
+    started in the background of a non-interactive shell (``cmd &``, nohup,
+    some CI runners) inherits SIGINT ignored, and CPython then installs no
+    handler for it: the signal would be dropped and a long poll never
+    interrupted. Python's own handler is installed for the session then."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

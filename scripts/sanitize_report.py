@@ -8,16 +8,27 @@ import sys
 OURS = re.compile(r"hcltdx/_\w+\.(c|pyx)|csrc/sim/|hcltdx/_\w+\.cpython|/hcltdx/")
 
 
+START = re.compile(r"runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
+                   r"(Direct|Indirect) leak of")
+
+
 def stanzas(text):
-    # ASan/LSan: blank-line separated blocks; UBSan: "runtime error" lines with a stack.
-    block = []
+    """Reports: from a line that starts one (ASan/LSan's header, a leak, a
+    UBSan "runtime error") to the next blank line or the next report. In the
+    run's stderr log they may follow other output on the same line."""
+    block = None
     for line in text.splitlines():
-        if not line.strip():
+        m = START.search(line)
+        if m:
             if block:
                 yield block
-            block = []
-        else:
-            block.append(line)
+            block = [line[m.start():] if "runtime error" not in line else line]
+        elif block is not None:
+            if line.strip():
+                block.append(line)
+            else:
+                yield block
+                block = None
     if block:
         yield block
 

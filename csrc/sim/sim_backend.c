@@ -4,7 +4,6 @@
 #include "hcltdx/sim.h"
 #include "sim_internal.h"
 
-
 static int sim_map_page(void *ctx, uint64_t page_offset, void **page)
 {
     void *p = hcltdx_sim_page_at_offset((hcltdx_sim *)ctx, page_offset);

@@ -200,8 +200,9 @@ static inline __attribute__((always_inline)) int sim_tdcall_body(hcltdx_sim *sim
      * inputs is made only for the call log. The kernel copies RCX, RDX, R8,
      * R9 in; R10-R15 enter as 0. */
     uint64_t leaf = io->rax;
-    uint32_t slot = leaf == LEAF_VP_RD ? HCLTDX_SIM_SLOT_VP_RD : leaf == LEAF_VP_WR ? HCLTDX_SIM_SLOT_VP_WR
-                                                                  : sim_leaf_slot(leaf);
+    uint32_t slot = leaf == LEAF_VP_RD   ? HCLTDX_SIM_SLOT_VP_RD
+                    : leaf == LEAF_VP_WR ? HCLTDX_SIM_SLOT_VP_WR
+                                         : sim_leaf_slot(leaf);
     struct sim_vp *v = &sim->vps[vp];
     int logging = atomic_load_explicit(&sim->log_cap, memory_order_relaxed) != 0;
     struct mshv_tdcall in;

@@ -299,12 +299,12 @@ cdef object _u32_fields(object fields):
     return np.ascontiguousarray(arr, dtype=np.uint32)
 
 
-cdef inline void _code_hi(uint64_t *hi, int vtl) noexcept nogil:
-    """hi[w]: the bits vmcs_code adds to an encoding whose width bits (13-14)
-    are w, so that a checked encoding's code is ``raw | hi[raw >> 13]``."""
-    cdef uint32_t w
-    for w in range(4):
-        hi[w] = vmcs_code(w << 13, vtl) - (w << 13)
+# _CODE_HI[vtl][w]: the bits vmcs_code adds to an encoding whose width bits
+# (13-14) are w, so that a checked encoding's code is ``raw | hi[raw >> 13]``.
+cdef uint64_t _CODE_HI[2][4]
+for _v in range(2):
+    for _w in range(4):
+        _CODE_HI[_v][_w] = vmcs_code(_w << 13, _v) - (_w << 13)
 
 
 cdef int _slow_field(uint64_t *codes, Py_ssize_t i, object f, const uint64_t *hi) except -1:
@@ -332,7 +332,7 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     _codebuf_free whatever happens)."""
     cdef Py_ssize_t i, n
     cdef uint32_t raw
-    cdef uint64_t hi[4]
+    cdef const uint64_t *hi = _CODE_HI[vtl]
     cdef uint64_t *codes
     cdef const uint32_t *src
     cdef cnp.ndarray a
@@ -340,7 +340,6 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     cdef PyTypeObject *tp
     cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
     cdef bint is_list
-    _code_hi(hi, vtl)
     if cnp.PyArray_Check(fields):
         a = <cnp.ndarray>fields
         if HCLTDX_UNLIKELY(cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
@@ -448,9 +447,22 @@ cdef tuple _raw_tuple(object fields):
 
 # ---- running a batch under the runner's rules --------------------------------
 
-cdef int _run_batch(TdxRunner runner, batch *b, bint release) except -1:
+cdef int _signals(batch *b, object res) except -1:
+    """Runs signal handlers; with ``res`` (the batch's output array), Ctrl-C
+    becomes BatchInterrupted carrying the b.index values done."""
+    try:
+        PyErr_CheckSignals()
+    except KeyboardInterrupt as e:
+        if res is None:
+            raise
+        raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
+    return 0
+
+
+cdef int _run_batch(TdxRunner runner, batch *b, bint release, object res) except -1:
     """Runs ``b`` for ``runner`` (which the caller has _enter()ed), releasing
-    the GIL around the loop when asked. Returns OUT_OK/OUT_TDX/OUT_ERRNO."""
+    the GIL around the loop when asked. Returns OUT_OK/OUT_TDX/OUT_ERRNO.
+    Signals are handled between chunks and after the loop (see _signals)."""
     cdef Hcl hcl = runner.hcl
     cdef int out
     cdef Py_ssize_t total = b.n
@@ -478,13 +490,13 @@ cdef int _run_batch(TdxRunner runner, batch *b, bint release) except -1:
                 b.n = total
                 if out != OUT_OK or b.index >= total:
                     break
-                PyErr_CheckSignals()
+                _signals(b, res)
         finally:
             b.n = total
             hcl.inflight -= 1
             runner.busy = False
     if HCLTDX_UNLIKELY(b.signalled):
-        PyErr_CheckSignals()
+        _signals(b, res)
     return out
 
 
@@ -601,10 +613,7 @@ cdef object _read_batch(TdxRunner runner, object vtl, object fields, object out)
         b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
         b.err = 0
         b.rax = 0
-        try:
-            rc = _run_batch(runner, &b, _release_for(runner.hcl, n))
-        except KeyboardInterrupt as e:
-            raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
+        rc = _run_batch(runner, &b, _release_for(runner.hcl, n), res)
         if HCLTDX_UNLIKELY(rc != OUT_OK):
             raise _batch_failure(runner, &b, cb.codes, res[:b.index].copy(), "VP.RD")
         return res
@@ -640,10 +649,7 @@ cdef object _write_batch(TdxRunner runner, object vtl, object fields, object mas
         b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
         b.err = 0
         b.rax = 0
-        try:
-            rc = _run_batch(runner, &b, _release_for(runner.hcl, n))
-        except KeyboardInterrupt as e:
-            raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
+        rc = _run_batch(runner, &b, _release_for(runner.hcl, n), res)
         if HCLTDX_UNLIKELY(rc != OUT_OK):
             raise _batch_failure(runner, &b, cb.codes, res[:b.index].copy(), "VP.WR")
         return res
@@ -1025,7 +1031,7 @@ cdef int _fill(TdxRunner runner, _SnapSpec s, char *slot) except -1:
     b.n = s.codes.n
     b.codes = s.codes.codes
     b.out = <uint64_t *>(slot + s.off_vmcs)
-    if _run_batch(runner, &b, _release_for(runner.hcl, s.codes.n)) != OUT_OK:
+    if _run_batch(runner, &b, _release_for(runner.hcl, s.codes.n), None) != OUT_OK:
         done = np.frombuffer((<char *>b.out)[:b.index * 8], dtype=np.uint64).copy() \
             if b.index else np.empty(0, dtype=np.uint64)
         raise _batch_failure(runner, &b, s.codes.codes, done, "VP.RD")

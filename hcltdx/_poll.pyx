@@ -111,7 +111,10 @@ cdef uint64_t SLICE_NS = 50000000          # leave the nogil loop this often
 cdef uint64_t PROGRESS_NS = 100000000      # call progress() at most this often
 cdef uint64_t SPIN_NS = 60000              # finish a wait by spinning (timer slack)
 cdef Py_ssize_t POLL_CHUNK = 65536         # initial rows when samples is large
-cdef Py_ssize_t NOGIL_BATCH = 32           # in-process backends: release above this
+# In-process backends keep the GIL for up to one chunk: 256 calls hold it for
+# microseconds, while a release and reacquire costs about 400 instructions per
+# batch (6 per field at 64 fields).
+cdef Py_ssize_t NOGIL_BATCH = 256          # in-process backends: release above this
 cdef Py_ssize_t BATCH_CHUNK = 256          # fields between two signal checks (GIL released)
 
 cdef uint32_t VIRTUAL_APIC_PAGE_ENCODING = 0x2012
@@ -336,10 +339,6 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     cdef uint64_t *codes
     cdef const uint32_t *src
     cdef cnp.ndarray a
-    cdef PyObject *item
-    cdef PyTypeObject *tp
-    cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
-    cdef bint is_list
     if cnp.PyArray_Check(fields):
         a = <cnp.ndarray>fields
         if HCLTDX_UNLIKELY(cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
@@ -364,10 +363,32 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
             seq = list(fields)
         except TypeError:
             raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array") from None
-    is_list = PyList_CheckExact(seq)
     n = Py_SIZE(seq)
     _codebuf_alloc(cb, n)
-    codes = cb.codes
+    if PyList_CheckExact(seq):
+        return _fill_seq(cb.codes, seq, n, hi, True)
+    return _fill_seq(cb.codes, seq, n, hi, False)
+
+
+cdef inline PyObject *_seq_item(object seq, Py_ssize_t i, bint is_list, str name) except NULL:
+    """Item i of an exact list or tuple, borrowed. Read again for every item:
+    the cold paths run Python code, which may change a list."""
+    if is_list:
+        if HCLTDX_UNLIKELY(i >= Py_SIZE(seq)):
+            raise RuntimeError(f"{name} changed size while being checked")
+        return _list_item(seq, i)
+    return _tuple_item(seq, i)
+
+
+cdef inline int _fill_seq(uint64_t *codes, object seq, Py_ssize_t n, const uint64_t *hi,
+                          bint is_list) except -1:
+    """The n codes of a list (``is_list``, a constant at the call sites) or
+    a tuple of fields."""
+    cdef Py_ssize_t i
+    cdef uint32_t raw
+    cdef PyObject *item
+    cdef PyTypeObject *tp
+    cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
     for i in range(n):
         # Borrowed, and read again each time: the cold path runs Python
         # code, which may change the list.
@@ -541,6 +562,10 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
     cdef Py_ssize_t i
     cdef unsigned long long one
     cdef const uint64_t *mv
+    cdef uint64_t *dst
+    cdef Py_ssize_t m
+    cdef PyObject *item
+    cdef bint is_list
     if cnp.PyArray_Check(a):
         if (cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_UINT64 and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)):
@@ -553,15 +578,24 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
                 raise ValueError(f"{name} must be non-negative")
             out = np.ascontiguousarray(arr, dtype=np.uint64)
     else:
-        vals = list(a)
-        for i, v in enumerate(vals):
-            if PyLong_CheckExact(v) and hcltdx_u64_of(v, &one) == 0:
-                continue  # a plain int in range, checked in C
+        vals = a if PyList_CheckExact(a) or PyTuple_CheckExact(a) else list(a)
+        is_list = PyList_CheckExact(vals)
+        m = Py_SIZE(vals)
+        out = _new_u64(m)
+        dst = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        for i in range(m):
+            item = _seq_item(vals, i, is_list, name)
+            if HCLTDX_LIKELY(_type_of(item) == &PyLong_Type and hcltdx_u64_of(<object>item, &one) == 0):
+                dst[i] = one  # a plain int in range, converted in C
+                continue
+            v = <object>item
             if not (PyLong_Check(v) or isinstance(v, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name}[{i}] must be an int, not {type(v).__name__}")
             if v < 0 or v > 0xFFFFFFFFFFFFFFFF:
                 raise ValueError(f"{name}[{i}] must be in 0..2**64-1, got {v!r}")
-        out = np.array(vals, dtype=np.uint64) if vals else np.empty(0, dtype=np.uint64)
+            if not (PyLong_Check(v) and hcltdx_u64_of(v, &one) == 0):
+                one = PyLong_AsUnsignedLongLong(int(v))
+            dst[i] = one
     if cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n:
         raise ValueError(f"{name} has {out.shape[0]} entries for {n} fields")
     mv = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>out)

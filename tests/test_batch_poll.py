@@ -268,8 +268,9 @@ def test_batch_write_failure_part_way(runner, sim):
 
 # ---- batch sizes -----------------------------------------------------------------------------
 # Up to 64 fields the codes live on the stack, above they are allocated; up
-# to 32 fields an in-process backend keeps the GIL; the loop runs in chunks
-# of 256 fields when the GIL is released. Every path, one test body.
+# to 256 fields an in-process backend keeps the GIL; the loop runs in chunks
+# of 256 fields when the GIL is released (always on a device). Every path,
+# one test body.
 
 SIZES = [1, 32, 33, 64, 65, 256, 257, 600]
 
@@ -418,7 +419,7 @@ def test_batch_write_value_too_wide_at_any_index_refused_before_any_tdcall(runne
 
 
 class _Shrinking(int):
-    """An int subclass whose comparison empties the list it sits in."""
+    """An int subclass whose comparisons empty the list it sits in."""
     victim = None
 
     def __ge__(self, other):
@@ -428,6 +429,14 @@ class _Shrinking(int):
     def __le__(self, other):
         del self.victim[1:]
         return int(self) <= other
+
+    def __lt__(self, other):
+        del self.victim[1:]
+        return int(self) < other
+
+    def __gt__(self, other):
+        del self.victim[1:]
+        return int(self) > other
 
 
 @pytest.mark.parametrize("n", [3, 65])
@@ -445,6 +454,52 @@ def test_batch_fields_list_changed_while_checked(runner, sim, n):
     odd.victim = [0, 0]
     sim.set_vmcs(0, 0, int(F.VMX_VMCS_GUEST_RIP), 0x1234)
     assert runner.read_vmcs_batch(VTL0, tuple(fields))[0] == 0x1234
+
+
+class _Plain(int):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "iter", "scalars", "uint64", "int64", "uint32"])
+def test_batch_write_masks_and_values_of_every_kind(runner, sim, kind):
+    fields = [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_GUEST_ES_SELECTOR, F.VMX_VMCS_GUEST_PAT] * 30
+    masks = [ALL, 0xFFFF, 0xFFFF_FFFF_0000_0000] * 30
+    values = [0x7000 + i if i % 3 == 0 else 0x18 if i % 3 == 1 else 0x0707_0707_0000_0000
+              for i in range(90)]
+
+    def conv(xs):
+        if kind == "list":
+            return list(xs)
+        if kind == "tuple":
+            return tuple(xs)
+        if kind == "iter":
+            return iter(xs)
+        if kind == "scalars":   # numpy scalars and an int subclass
+            return [np.uint64(x) if i % 2 else _Plain(x) for i, x in enumerate(xs)]
+        if kind == "uint32":
+            return np.array(xs, dtype=np.uint64).astype(np.uint32) if max(xs) < 1 << 32 else \
+                np.array(xs, dtype=np.uint64)
+        if kind == "int64":
+            return np.array(xs, dtype=np.uint64).view(np.int64) if max(xs) < 1 << 63 else \
+                np.array(xs, dtype=np.uint64)
+        return np.array(xs, dtype=np.uint64)
+
+    sim.enable_log(128)
+    runner.write_vmcs_batch(VTL0, fields, conv(masks), conv(values))
+    assert [(c[3], c[4], c[5]) for c in log_inputs(sim)] == [
+        (SPEC_CODES[f][0], v, m) for f, m, v in zip(fields, masks, values)]
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3)) == 0x7000 + 87
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_ES_SELECTOR)) == 0x18
+
+
+def test_batch_write_values_list_changed_while_checked(runner, sim):
+    fields = [F.VMX_VMCS_GUEST_CR3] * 4
+    values = [0x1000, _Shrinking(0x2000), 0x3000, 0x4000]
+    values[1].victim = values
+    before = sim.counters()
+    with pytest.raises(RuntimeError, match="values changed size"):
+        runner.write_vmcs_batch(VTL0, fields, [ALL] * 4, values)
+    assert sim.counters() == before
 
 
 @pytest.mark.parametrize("n", [3, 65, 300])

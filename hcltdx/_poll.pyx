@@ -52,9 +52,8 @@ cdef extern from "Python.h":
     bint PyTuple_CheckExact(object o)
     Py_ssize_t Py_SIZE(object o)
     PyTypeObject PyLong_Type
-    # Borrowed references (cpython.list's declarations take a new one).
-    PyObject *_list_item "PyList_GET_ITEM" (object o, Py_ssize_t i)
-    PyObject *_tuple_item "PyTuple_GET_ITEM" (object o, Py_ssize_t i)
+    # The borrowed items of an exact list or tuple.
+    PyObject **_seq_items "PySequence_Fast_ITEMS" (object o)
     PyTypeObject *_type_of "Py_TYPE" (PyObject *o)
 from cpython.pythread cimport PyThread_get_thread_ident
 
@@ -276,15 +275,20 @@ cdef inline void _codebuf_free(codebuf *cb) noexcept:
     cb.codes = cb.small
 
 
-cdef int _codebuf_alloc(codebuf *cb, Py_ssize_t n) except -1:
-    if n > INLINE_CODES:
-        if <size_t>n > (<size_t>-1) // sizeof(uint64_t):
-            raise MemoryError()
-        cb.codes = <uint64_t *>malloc(n * sizeof(uint64_t))
-        if cb.codes == NULL:
-            cb.codes = cb.small
-            raise MemoryError()
+cdef inline int _codebuf_alloc(codebuf *cb, Py_ssize_t n) except -1:
+    if HCLTDX_UNLIKELY(n > INLINE_CODES):
+        _codebuf_grow(cb, n)
     cb.n = n
+    return 0
+
+
+cdef int _codebuf_grow(codebuf *cb, Py_ssize_t n) except -1:
+    if <size_t>n > (<size_t>-1) // sizeof(uint64_t):
+        raise MemoryError()
+    cb.codes = <uint64_t *>malloc(n * sizeof(uint64_t))
+    if cb.codes == NULL:
+        cb.codes = cb.small
+        raise MemoryError()
     return 0
 
 
@@ -341,6 +345,10 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     cdef uint64_t *codes
     cdef const uint32_t *src
     cdef cnp.ndarray a
+    cdef PyObject **items
+    cdef PyObject *item
+    cdef PyTypeObject *tp
+    cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
     if cnp.PyArray_Check(fields):
         a = <cnp.ndarray>fields
         if HCLTDX_UNLIKELY(cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
@@ -367,39 +375,11 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
             raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array") from None
     n = Py_SIZE(seq)
     _codebuf_alloc(cb, n)
-    if PyList_CheckExact(seq):
-        return _fill_seq(cb.codes, seq, n, hi, True)
-    return _fill_seq(cb.codes, seq, n, hi, False)
-
-
-cdef inline PyObject *_seq_item(object seq, Py_ssize_t i, bint is_list, str name) except NULL:
-    """Item i of an exact list or tuple, borrowed. Read again for every item:
-    the cold paths run Python code, which may change a list."""
-    if is_list:
-        if HCLTDX_UNLIKELY(i >= Py_SIZE(seq)):
-            raise RuntimeError(f"{name} changed size while being checked")
-        return _list_item(seq, i)
-    return _tuple_item(seq, i)
-
-
-cdef inline int _fill_seq(uint64_t *codes, object seq, Py_ssize_t n, const uint64_t *hi,
-                          bint is_list) except -1:
-    """The n codes of a list (``is_list``, a constant at the call sites) or
-    a tuple of fields."""
-    cdef Py_ssize_t i
-    cdef uint32_t raw
-    cdef PyObject *item
-    cdef PyTypeObject *tp
-    cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
+    codes = cb.codes
+    items = _seq_items(seq)
     for i in range(n):
-        # Borrowed, and read again each time: the cold path runs Python
-        # code, which may change the list.
-        if is_list:
-            if HCLTDX_UNLIKELY(i >= Py_SIZE(seq)):
-                raise RuntimeError("fields changed size while being checked")
-            item = _list_item(seq, i)
-        else:
-            item = _tuple_item(seq, i)
+        # Borrowed: no Python code runs on the fast path.
+        item = items[i]
         # VmcsField members and plain ints in range: converted in C.
         tp = _type_of(item)
         if HCLTDX_LIKELY((tp == field_type or tp == &PyLong_Type)
@@ -408,7 +388,16 @@ cdef inline int _fill_seq(uint64_t *codes, object seq, Py_ssize_t n, const uint6
         else:
             f = <object>item
             _slow_field(codes, i, f, hi)
+            items = _seq_again(seq, n, "fields")
     return 0
+
+
+cdef PyObject **_seq_again(object seq, Py_ssize_t n, str name) except NULL:
+    """The items of an exact list or tuple after Python code ran, which may
+    have changed a list (its size, and where its items are)."""
+    if HCLTDX_UNLIKELY(Py_SIZE(seq) != n):
+        raise RuntimeError(f"{name} changed size while being checked")
+    return _seq_items(seq)
 
 
 @cython.final
@@ -566,8 +555,8 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
     cdef const uint64_t *mv
     cdef uint64_t *dst
     cdef Py_ssize_t m
+    cdef PyObject **items
     cdef PyObject *item
-    cdef bint is_list
     if cnp.PyArray_Check(a):
         if (cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_UINT64 and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)):
@@ -581,12 +570,12 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
             out = np.ascontiguousarray(arr, dtype=np.uint64)
     else:
         vals = a if PyList_CheckExact(a) or PyTuple_CheckExact(a) else list(a)
-        is_list = PyList_CheckExact(vals)
         m = Py_SIZE(vals)
         out = _new_u64(m)
         dst = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        items = _seq_items(vals)
         for i in range(m):
-            item = _seq_item(vals, i, is_list, name)
+            item = items[i]   # borrowed: no Python code runs on the fast path
             if HCLTDX_LIKELY(_type_of(item) == &PyLong_Type and hcltdx_u64_of(<object>item, &one) == 0):
                 dst[i] = one  # a plain int in range, converted in C
                 continue
@@ -598,6 +587,7 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
             if not (PyLong_Check(v) and hcltdx_u64_of(v, &one) == 0):
                 one = PyLong_AsUnsignedLongLong(int(v))
             dst[i] = one
+            items = _seq_again(vals, m, name)
     if cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n:
         raise ValueError(f"{name} has {out.shape[0]} entries for {n} fields")
     mv = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>out)

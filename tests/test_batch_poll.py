@@ -439,10 +439,23 @@ class _Shrinking(int):
         return int(self) > other
 
 
+class _Growing(_Shrinking):
+    """An int subclass whose comparisons grow the list it sits in."""
+
+    def __ge__(self, other):
+        self.victim.append(0x6802)
+        return int(self) >= other
+
+    def __le__(self, other):
+        self.victim.append(0x6802)
+        return int(self) <= other
+
+
 @pytest.mark.parametrize("n", [3, 65])
-def test_batch_fields_list_changed_while_checked(runner, sim, n):
+@pytest.mark.parametrize("change", [_Shrinking, _Growing])
+def test_batch_fields_list_changed_while_checked(runner, sim, n, change):
     fields = [F.VMX_VMCS_GUEST_CR3] * n
-    odd = _Shrinking(int(F.VMX_VMCS_GUEST_RIP))
+    odd = change(int(F.VMX_VMCS_GUEST_RIP))
     odd.victim = fields
     fields[0] = odd
     before = sim.counters()

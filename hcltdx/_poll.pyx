@@ -305,7 +305,7 @@ cdef object _u32_fields(object fields):
     if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
         i = int(np.nonzero((arr < 0) | (arr > 0xFFFFFFFF))[0][0])
         _bad_raw(int(arr[i]), i)
-    return np.ascontiguousarray(arr, dtype=np.uint32)
+    return np.array(arr, dtype=np.uint32, order="C")   # a native, aligned copy
 
 
 # _CODE_HI[vtl][w]: the bits vmcs_code adds to an encoding whose width bits
@@ -351,8 +351,10 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
     if cnp.PyArray_Check(fields):
         a = <cnp.ndarray>fields
+        # Anything but a 1-d, C-contiguous, aligned uint32 array in native
+        # byte order goes through numpy first.
         if HCLTDX_UNLIKELY(cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
-                           or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+                           or not cnp.PyArray_ISCARRAY_RO(a)):
             a = <cnp.ndarray>_u32_fields(fields)
         n = cnp.PyArray_DIM(a, 0)
         _codebuf_alloc(cb, n)
@@ -559,15 +561,15 @@ cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
     cdef PyObject *item
     if cnp.PyArray_Check(a):
         if (cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_UINT64 and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)):
-            out = a
+                and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)):
+            out = a   # 1-d, C-contiguous, aligned, native byte order
         else:
             arr = <object>a
             if arr.ndim != 1 or arr.dtype.kind not in "iu":
                 raise TypeError(f"{name} must be a 1-d integer array or a sequence of ints")
             if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
                 raise ValueError(f"{name} must be non-negative")
-            out = np.ascontiguousarray(arr, dtype=np.uint64)
+            out = np.array(arr, dtype=np.uint64, order="C")   # a native, aligned copy
     else:
         vals = a if PyList_CheckExact(a) or PyTuple_CheckExact(a) else list(a)
         m = Py_SIZE(vals)

@@ -418,6 +418,45 @@ def test_batch_write_value_too_wide_at_any_index_refused_before_any_tdcall(runne
     assert sim.counters() == before
 
 
+def _unaligned(values, dtype):
+    """``values`` in an array of ``dtype`` that starts one byte into a buffer."""
+    a = np.asarray(values, dtype=dtype)
+    buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    view = buf[1:].view(a.dtype)
+    view[:] = a
+    assert not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("layout", ["big-endian", "unaligned", "strided"])
+def test_batch_arrays_of_any_layout(runner, sim, layout):
+    fields = cycled(CODED, 70)
+    raws = [int(f) for f in fields]
+    masks = [ALL] * 70
+    values = [(i + 1) << 12 for i in range(70)]
+    if layout == "big-endian":
+        enc, m, v = (np.array(raws, dtype=">u4"), np.array(masks, dtype=">u8"),
+                     np.array(values, dtype=">u8"))
+    elif layout == "unaligned":
+        enc, m, v = _unaligned(raws, "<u4"), _unaligned(masks, "<u8"), _unaligned(values, "<u8")
+    else:
+        enc = np.repeat(np.array(raws, dtype=np.uint32), 2)[::2]
+        m = np.repeat(np.array(masks, dtype=np.uint64), 2)[::2]
+        v = np.repeat(np.array(values, dtype=np.uint64), 2)[::2]
+    seed_values(sim)
+    sim.enable_log(160)
+    got = runner.read_vmcs_batch(VTL0, enc)
+    assert [c[3] for c in log_inputs(sim)] == [SPEC_CODES[f][0] for f in fields]
+    sim.clear_log()
+    assert got.tolist() == [one_by_one_read(runner, VTL0, f) for f in fields]
+    sim.clear_log()
+    cr3 = [F.VMX_VMCS_GUEST_CR3] * 70
+    enc_cr3 = np.array([int(F.VMX_VMCS_GUEST_CR3)] * 70, dtype=enc.dtype)
+    runner.write_vmcs_batch(VTL0, enc_cr3 if layout == "big-endian" else cr3, m, v)
+    assert [(c[4], c[5]) for c in log_inputs(sim)] == list(zip(values, masks))
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3)) == values[-1]
+
+
 class _Shrinking(int):
     """An int subclass whose comparisons empty the list it sits in."""
     victim = None

@@ -42,10 +42,14 @@ cnp.import_array()
 cdef object _VTL0 = GuestVtl.VTL0
 cdef object _VTL1 = GuestVtl.VTL1
 cdef type _VmcsFieldType = VmcsField
+# The batch loops read a VmcsField member's value straight from the int object.
+if not issubclass(VmcsField, int):
+    raise ImportError("hcltdx.vmx.VmcsField must be an int subclass")
 
 from hcltdx.includes.pyconv cimport hcltdx_u64_of, hcltdx_long_small, HCLTDX_LIKELY, HCLTDX_UNLIKELY
-from cpython.ref cimport Py_INCREF
 from cpython.object cimport PyObject, PyTypeObject
+from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport Py_INCREF
 
 cdef extern from "Python.h":
     bint PyList_CheckExact(object o)
@@ -55,7 +59,6 @@ cdef extern from "Python.h":
     # The borrowed items of an exact list or tuple.
     PyObject **_seq_items "PySequence_Fast_ITEMS" (object o)
     PyTypeObject *_type_of "Py_TYPE" (PyObject *o)
-from cpython.pythread cimport PyThread_get_thread_ident
 
 cdef extern from "numpy/arrayobject.h":
     # Declared with untyped pointers: numpy's .pxd leaves it out.
@@ -214,6 +217,7 @@ cdef int _batch_run(batch *b) noexcept nogil:
     if b.tring == NULL:
         return _batch_loop(b, NULL, True)
     return _batch_loop(b, b.tring, True)
+
 
 # ---- field lists ------------------------------------------------------------------
 

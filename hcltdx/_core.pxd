@@ -148,6 +148,14 @@ cdef class TdxRunner:
                          object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
 
 
+# hcltdx._poll's batch access, installed when it is imported, so that
+# TdxRunner.read_vmcs_batch/write_vmcs_batch reach it without a Python call.
+ctypedef object (*batch_read_fn)(TdxRunner runner, object vtl, object fields, object out)
+ctypedef object (*batch_write_fn)(TdxRunner runner, object vtl, object fields, object masks,
+                                  object values)
+cdef int set_batch_impls(batch_read_fn rd, batch_write_fn wr) except -1
+
+
 # A backend owner's explanation of an errno (None when it has none).
 cdef object backend_error(Hcl hcl, int err)
 

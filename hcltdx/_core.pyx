@@ -1919,11 +1919,15 @@ cdef class TdxRunner:
         returns a uint64 array (``out`` if given). Widths are checked for all
         fields before any tdcall; a failure part-way raises
         :class:`BatchError` keeping the values read so far."""
-        return _poll_module().read_vmcs_batch(self, vtl, fields, out)
+        if _batch_read == NULL:
+            _load_batch_impls()
+        return _batch_read(self, vtl, fields, out)
 
     def write_vmcs_batch(self, vtl, fields, masks, values):
         """Write many VMCS fields in one C loop; returns the previous values."""
-        return _poll_module().write_vmcs_batch(self, vtl, fields, masks, values)
+        if _batch_write == NULL:
+            _load_batch_impls()
+        return _batch_write(self, vtl, fields, masks, values)
 
     def poll_vmcs(self, vtl, fields, samples, interval_ns=0, out=None, **kwargs):
         """Sample ``fields`` ``samples`` times (every ``interval_ns``) without
@@ -1964,6 +1968,22 @@ cdef class TdxRunner:
 
 
 cdef object _poll_mod = None
+cdef batch_read_fn _batch_read = NULL       # set by hcltdx._poll on import
+cdef batch_write_fn _batch_write = NULL
+
+
+cdef int set_batch_impls(batch_read_fn rd, batch_write_fn wr) except -1:
+    global _batch_read, _batch_write
+    _batch_read = rd
+    _batch_write = wr
+    return 0
+
+
+cdef int _load_batch_impls() except -1:
+    _poll_module()   # its import installs them
+    if _batch_read == NULL or _batch_write == NULL:
+        raise ImportError("hcltdx._poll did not install the batch functions")
+    return 0
 
 # The open device runner of each kernel thread (one at most: it pins the thread).
 cdef object _device_runner_of_thread = weakref.WeakValueDictionary()

@@ -22,7 +22,7 @@ from hcltdx.includes.abi cimport mshv_tdcall, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 cimport numpy as cnp
 from hcltdx._core cimport (Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops,
-                          io_init, now_ns, transport, vmcs_code, backend_error)
+                          io_init, now_ns, transport, vmcs_code, backend_error, set_batch_impls)
 
 import functools
 import operator
@@ -42,8 +42,29 @@ cnp.import_array()
 cdef object _VTL0 = GuestVtl.VTL0
 cdef object _VTL1 = GuestVtl.VTL1
 cdef type _VmcsFieldType = VmcsField
+# The batch loops read a VmcsField member's value straight from the int object.
+if not issubclass(VmcsField, int):
+    raise ImportError("hcltdx.vmx.VmcsField must be an int subclass")
 
-from hcltdx.includes.pyconv cimport hcltdx_u64_of
+from hcltdx.includes.pyconv cimport (hcltdx_u64_of, hcltdx_long_small, hcltdx_thread_id,
+                                     HCLTDX_LIKELY, HCLTDX_UNLIKELY)
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF
+
+cdef extern from "Python.h":
+    bint PyList_CheckExact(object o)
+    bint PyTuple_CheckExact(object o)
+    Py_ssize_t Py_SIZE(object o)
+    PyTypeObject PyLong_Type
+    # The borrowed items of an exact list or tuple.
+    PyObject **_seq_items "PySequence_Fast_ITEMS" (object o)
+    PyTypeObject *_type_of "Py_TYPE" (PyObject *o)
+
+cdef extern from "numpy/arrayobject.h":
+    # Declared with untyped pointers: numpy's .pxd leaves it out.
+    object _np_new_from_descr "PyArray_NewFromDescr" (void *subtype, void *descr, int nd,
+                                                       cnp.npy_intp *dims, cnp.npy_intp *strides,
+                                                       void *data, int flags, void *obj)
 
 __all__ = [
     "BatchError",
@@ -92,19 +113,13 @@ cdef uint64_t SLICE_NS = 50000000          # leave the nogil loop this often
 cdef uint64_t PROGRESS_NS = 100000000      # call progress() at most this often
 cdef uint64_t SPIN_NS = 60000              # finish a wait by spinning (timer slack)
 cdef Py_ssize_t POLL_CHUNK = 65536         # initial rows when samples is large
-cdef Py_ssize_t NOGIL_BATCH = 32           # in-process backends: release above this
+# In-process backends keep the GIL for up to one chunk: 256 calls hold it for
+# microseconds, while a release and reacquire costs about 400 instructions per
+# batch (6 per field at 64 fields).
+cdef Py_ssize_t NOGIL_BATCH = 256          # in-process backends: release above this
 cdef Py_ssize_t BATCH_CHUNK = 256          # fields between two signal checks (GIL released)
 
 cdef uint32_t VIRTUAL_APIC_PAGE_ENCODING = 0x2012
-
-
-cdef inline uint64_t width_mask(uint32_t raw) noexcept nogil:
-    cdef uint32_t width = (raw >> 13) & 3
-    if width == 0:
-        return 0xFFFF
-    if width == 2:
-        return 0xFFFFFFFF
-    return 0xFFFFFFFFFFFFFFFF
 
 
 # ---- the batch loop ------------------------------------------------------------
@@ -116,8 +131,7 @@ cdef struct batch:
     uint32_t vp
     uint64_t leaf
     Py_ssize_t n
-    const uint64_t *codes
-    const uint64_t *widths
+    const uint64_t *codes     # width masks come from the codes (code_mask)
     const uint64_t *masks     # VP.WR only
     const uint64_t *values    # VP.WR only
     uint64_t *out
@@ -127,34 +141,82 @@ cdef struct batch:
     bint signalled
 
 
-cdef int _batch_run(batch *b) noexcept nogil:
-    """Runs fields b.index..n-1. EINTR is retried (a half-done write must not
-    be repeated by Python) and remembered in b.signalled."""
-    cdef mshv_tdcall io, saved
+# A field code (vmcs_code) keeps all there is to know about its field: the
+# encoding in bits 0-31, the size (1: 16-bit, 2: 32-bit, 3: 64-bit or natural
+# width) in bits 32-34 and the VMCS (36: VTL0, 44: VTL1) in bits 56-63.
+
+cdef inline uint32_t code_raw(uint64_t code) noexcept nogil:
+    return <uint32_t>code
+
+
+cdef inline int code_vtl(uint64_t code) noexcept nogil:
+    return 1 if (code >> 56) == 44 else 0
+
+
+cdef extern from *:
+    """
+    /* Width mask by the width bits (13-14) of a VMCS encoding: 16-bit,
+     * 64-bit, 32-bit, natural width (docs/tdx-abi.md 7.4). */
+    static const uint64_t hcltdx_width_masks[4] = {
+        0xFFFFull, 0xFFFFFFFFFFFFFFFFull, 0xFFFFFFFFull, 0xFFFFFFFFFFFFFFFFull};
+    """
+    const uint64_t hcltdx_width_masks[4]
+
+
+cdef inline uint64_t code_mask(uint64_t code) noexcept nogil:
+    """The width mask of a field code (its encoding's width bits)."""
+    return hcltdx_width_masks[(code >> 13) & 3]
+
+
+cdef inline int _batch_loop(batch *b, trace_ring *tring, bint write) noexcept nogil:
+    """Fields b.index..n-1 with one leaf; a NULL ``tring`` (a constant at the
+    call sites below) drops the trace test out of the loop. EINTR rebuilds
+    the same call from the codes and values and retries it (a half-done
+    write must not be repeated by Python), remembered in b.signalled."""
+    cdef mshv_tdcall io
     cdef int err
-    cdef Py_ssize_t i
-    while b.index < b.n:
-        i = b.index
-        if b.leaf == LEAF_VP_RD:
-            io_init(&io, LEAF_VP_RD, 0, b.codes[i], 0, 0)
+    cdef const uint64_t *c = b.codes + b.index
+    cdef const uint64_t *end = b.codes + b.n
+    cdef uint64_t *o = b.out + b.index
+    cdef const hcltdx_backend_ops *ops = b.ops
+    cdef void *ctx = b.ctx
+    cdef uint32_t vp = b.vp
+    while c < end:
+        if write:
+            io_init(&io, LEAF_VP_WR, 0, c[0], b.values[c - b.codes], b.masks[c - b.codes])
         else:
-            io_init(&io, LEAF_VP_WR, 0, b.codes[i], b.values[i], b.masks[i])
-        saved = io
-        while True:
-            err = transport(b.ops, b.ctx, b.tring, b.vp, &io)
-            if err != EINTR:
-                break
-            b.signalled = True
-            io = saved
-        if err:
+            io_init(&io, LEAF_VP_RD, 0, c[0], 0, 0)
+        err = transport(ops, ctx, tring, vp, &io)
+        if HCLTDX_UNLIKELY(err != 0):
+            if err == EINTR:
+                b.signalled = True
+                continue
+            b.index = c - b.codes
             b.err = err
             return OUT_ERRNO
-        if (io.rax >> 32) != 0:
+        if HCLTDX_UNLIKELY((io.rax >> 32) != 0):
+            b.index = c - b.codes
             b.rax = io.rax
             return OUT_TDX
-        b.out[i] = io.r8 & b.widths[i]
-        b.index += 1
+        # c[0] read again rather than kept across the call: one register
+        # fewer to save in the loop.
+        o[0] = io.r8 & code_mask(c[0])
+        c += 1
+        o += 1
+    b.index = b.n
     return OUT_OK
+
+
+cdef int _batch_run(batch *b) noexcept nogil:
+    """Runs fields b.index..n-1 (see _batch_loop), the leaf and the trace
+    ring tested once."""
+    if b.leaf == LEAF_VP_RD:
+        if b.tring == NULL:
+            return _batch_loop(b, NULL, False)
+        return _batch_loop(b, b.tring, False)
+    if b.tring == NULL:
+        return _batch_loop(b, NULL, True)
+    return _batch_loop(b, b.tring, True)
 
 
 # ---- field lists ------------------------------------------------------------------
@@ -193,103 +255,192 @@ cdef int _bad_raw(object f, Py_ssize_t i) except -1:
 
 
 cdef inline bint _raw_ok(uint64_t raw) noexcept nogil:
-    return raw <= 0x7FFF and (raw & 1) == 0
+    """Bits 15-63 and bit 0 (access_high) clear."""
+    return (raw & ~<uint64_t>0x7FFE) == 0
+
+
+cdef enum:
+    INLINE_CODES = 64          # fields a codebuf holds without malloc
+
+cdef struct codebuf:
+    uint64_t *codes            # small, or malloc()ed for more than INLINE_CODES
+    Py_ssize_t n
+    uint64_t small[INLINE_CODES]
+
+
+cdef inline void _codebuf_init(codebuf *cb) noexcept:
+    cb.codes = cb.small
+    cb.n = 0
+
+
+cdef inline void _codebuf_free(codebuf *cb) noexcept:
+    if cb.codes != cb.small:
+        free(cb.codes)
+    cb.codes = cb.small
+
+
+cdef inline int _codebuf_alloc(codebuf *cb, Py_ssize_t n) except -1:
+    if HCLTDX_UNLIKELY(n > INLINE_CODES):
+        _codebuf_grow(cb, n)
+    cb.n = n
+    return 0
+
+
+cdef int _codebuf_grow(codebuf *cb, Py_ssize_t n) except -1:
+    if <size_t>n > (<size_t>-1) // sizeof(uint64_t):
+        raise MemoryError()
+    cb.codes = <uint64_t *>malloc(n * sizeof(uint64_t))
+    if cb.codes == NULL:
+        cb.codes = cb.small
+        raise MemoryError()
+    return 0
+
+
+cdef int _bad_fields() except -1:
+    raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array")
+
+
+cdef object _u32_fields(object fields):
+    """A numpy array of fields that is not already a contiguous 1-d uint32
+    array, checked and converted with numpy (the cold path)."""
+    arr = fields
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise TypeError("fields must be a 1-d integer array or a sequence of VmcsField/int")
+    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
+        i = int(np.nonzero((arr < 0) | (arr > 0xFFFFFFFF))[0][0])
+        _bad_raw(int(arr[i]), i)
+    return np.array(arr, dtype=np.uint32, order="C")   # a native, aligned copy
+
+
+# _CODE_HI[vtl][w]: the bits vmcs_code adds to an encoding whose width bits
+# (13-14) are w, so that a checked encoding's code is ``raw | hi[raw >> 13]``.
+cdef uint64_t _CODE_HI[2][4]
+for _v in range(2):
+    for _w in range(4):
+        _CODE_HI[_v][_w] = vmcs_code(_w << 13, _v) - (_w << 13)
+
+
+cdef int _slow_field(uint64_t *codes, Py_ssize_t i, object f, const uint64_t *hi) except -1:
+    """fields[i] when it is not a plain int or a VmcsField in range."""
+    cdef unsigned long long raw
+    if type(f) is _VmcsFieldType or PyLong_CheckExact(f):
+        return _bad_raw(f, i)
+    if PyLong_Check(f) and not isinstance(f, bool):
+        if 0 <= f <= 0x7FFF:
+            raw = PyLong_AsUnsignedLongLong(f)
+            if _raw_ok(raw):
+                codes[i] = raw | hi[raw >> 13]
+                return 0
+    elif isinstance(f, np.integer) and 0 <= f <= 0x7FFF:
+        raw = int(f)
+        if _raw_ok(raw):
+            codes[i] = raw | hi[raw >> 13]
+            return 0
+    return _bad_raw(f, i)
+
+
+cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
+    """``fields`` (a sequence of VmcsField/ints or an integer array), all
+    checked, as field codes of ``vtl`` in ``cb`` (which the caller frees with
+    _codebuf_free whatever happens)."""
+    cdef Py_ssize_t i, n
+    cdef uint32_t raw
+    cdef const uint64_t *hi = _CODE_HI[vtl]
+    cdef uint64_t *codes
+    cdef const uint32_t *src
+    cdef cnp.ndarray a
+    cdef PyObject **items
+    cdef PyObject *item
+    cdef PyTypeObject *tp
+    cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
+    if cnp.PyArray_Check(fields):
+        a = <cnp.ndarray>fields
+        # Anything but a 1-d, C-contiguous, aligned uint32 array in native
+        # byte order goes through numpy first.
+        if HCLTDX_UNLIKELY(cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
+                           or not cnp.PyArray_ISCARRAY_RO(a)):
+            a = <cnp.ndarray>_u32_fields(fields)
+        n = cnp.PyArray_DIM(a, 0)
+        _codebuf_alloc(cb, n)
+        src = <const uint32_t *>cnp.PyArray_DATA(a)
+        codes = cb.codes
+        for i in range(n):
+            raw = src[i]
+            if HCLTDX_UNLIKELY(not _raw_ok(raw)):
+                _bad_raw(int(raw), i)
+            codes[i] = raw | hi[raw >> 13]
+        return 0
+    if PyList_CheckExact(fields) or PyTuple_CheckExact(fields):
+        seq = fields
+    elif isinstance(fields, (str, bytes)):
+        return _bad_fields()
+    else:
+        try:
+            seq = list(fields)
+        except TypeError:
+            raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array") from None
+    n = Py_SIZE(seq)
+    _codebuf_alloc(cb, n)
+    codes = cb.codes
+    items = _seq_items(seq)
+    for i in range(n):
+        # Borrowed: no Python code runs on the fast path.
+        item = items[i]
+        # VmcsField members and plain ints in range: converted in C.
+        tp = _type_of(item)
+        if HCLTDX_LIKELY((tp == field_type or tp == &PyLong_Type)
+                         and hcltdx_long_small(item, &raw) and _raw_ok(raw)):
+            codes[i] = raw | hi[raw >> 13]
+        else:
+            f = <object>item
+            _slow_field(codes, i, f, hi)
+            items = _seq_again(seq, n, "fields")
+    return 0
+
+
+cdef PyObject **_seq_again(object seq, Py_ssize_t n, str name) except NULL:
+    """The items of an exact list or tuple after Python code ran, which may
+    have changed a list (its size, and where its items are)."""
+    if HCLTDX_UNLIKELY(Py_SIZE(seq) != n):
+        raise RuntimeError(f"{name} changed size while being checked")
+    return _seq_items(seq)
 
 
 @cython.final
 cdef class _Codes:
-    """Checked field encodings with their field codes and width masks, in C
-    arrays (one VTL per entry, so a list may mix both VMCSs)."""
+    """Checked field codes kept past one call (polling, snapshots); one VTL
+    per entry, so a list may mix both VMCSs."""
+    cdef codebuf cb
     cdef uint64_t *codes
-    cdef uint64_t *widths
-    cdef uint32_t *raws
-    cdef uint8_t *vtls
     cdef Py_ssize_t n
 
+    def __cinit__(self):
+        _codebuf_init(&self.cb)
+        self.codes = self.cb.codes
+
     def __dealloc__(self):
-        free(self.codes)
+        _codebuf_free(&self.cb)
 
     cdef int _alloc(self, Py_ssize_t n) except -1:
-        cdef Py_ssize_t m = n if n > 0 else 1
-        self.codes = <uint64_t *>malloc(m * (2 * sizeof(uint64_t) + sizeof(uint32_t) + 1))
-        if self.codes == NULL:
-            raise MemoryError()
-        self.widths = self.codes + m
-        self.raws = <uint32_t *>(self.widths + m)
-        self.vtls = <uint8_t *>(self.raws + m)
+        _codebuf_alloc(&self.cb, n)
+        self.codes = self.cb.codes
         self.n = n
         return 0
 
-    cdef inline void _set(self, Py_ssize_t i, uint32_t raw, int vtl) noexcept:
-        self.raws[i] = raw
-        self.vtls[i] = vtl
-        self.codes[i] = vmcs_code(raw, vtl)
-        self.widths[i] = width_mask(raw)
+    cdef tuple raw_tuple(self):
+        return _raw_tuple_of(self.codes, self.n)
 
-    cdef tuple raw_tuple(self, Py_ssize_t start=0, Py_ssize_t stop=-1):
-        if stop < 0:
-            stop = self.n
-        return tuple([self.raws[i] for i in range(start, stop)])
+
+cdef tuple _raw_tuple_of(const uint64_t *codes, Py_ssize_t n):
+    return tuple([code_raw(codes[i]) for i in range(n)])
 
 
 cdef _Codes _codes_for(object fields, int vtl):
-    """``fields`` (a sequence of VmcsField/ints or an integer array), all
-    checked, as field codes of ``vtl``."""
+    """``fields``, all checked, as field codes of ``vtl`` (see _fill_codes)."""
     cdef _Codes c = _Codes.__new__(_Codes)
-    cdef Py_ssize_t i, n
-    cdef unsigned long long raw
-    cdef const uint32_t *src
-    cdef cnp.ndarray a
-    if cnp.PyArray_Check(fields):
-        arr = <object>fields
-        a = <cnp.ndarray>fields
-        if (cnp.PyArray_TYPE(a) != cnp.NPY_UINT32 or cnp.PyArray_NDIM(a) != 1
-                or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
-            # Not already a contiguous 1-d uint32 array: checked and converted
-            # with numpy (the cold path).
-            if arr.ndim != 1 or arr.dtype.kind not in "iu":
-                raise TypeError("fields must be a 1-d integer array or a sequence of VmcsField/int")
-            if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
-                i = int(np.nonzero((arr < 0) | (arr > 0xFFFFFFFF))[0][0])
-                _bad_raw(int(arr[i]), i)
-            arr = np.ascontiguousarray(arr, dtype=np.uint32)
-            a = <cnp.ndarray>arr
-        n = cnp.PyArray_DIM(a, 0)
-        c._alloc(n)
-        src = <const uint32_t *>cnp.PyArray_DATA(a)
-        for i in range(n):
-            if not _raw_ok(src[i]):
-                _bad_raw(int(src[i]), i)
-            c._set(i, src[i], vtl)
-        return c
-    if isinstance(fields, (str, bytes)):
-        raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array")
-    try:
-        seq = fields if isinstance(fields, (list, tuple)) else list(fields)
-    except TypeError:
-        raise TypeError("fields must be a sequence of VmcsField/int or a uint32 array") from None
-    n = len(seq)
-    c._alloc(n)
-    for i in range(n):
-        f = seq[i]
-        # VmcsField members and plain ints: converted in C (a negative or
-        # huge value fails the conversion and is reported below).
-        if ((type(f) is _VmcsFieldType or PyLong_CheckExact(f))
-                and hcltdx_u64_of(f, &raw) == 0 and _raw_ok(raw)):
-            c._set(i, <uint32_t>raw, vtl)
-            continue
-        if type(f) is _VmcsFieldType or PyLong_CheckExact(f):
-            _bad_raw(f, i)
-        if PyLong_Check(f) and not isinstance(f, bool):
-            if 0 <= f <= 0x7FFF:
-                raw = PyLong_AsUnsignedLongLong(f)
-                if _raw_ok(raw):
-                    c._set(i, <uint32_t>raw, vtl)
-                    continue
-        elif isinstance(f, np.integer) and 0 <= f <= 0x7FFF and _raw_ok(int(f)):
-            c._set(i, <uint32_t>int(f), vtl)
-            continue
-        _bad_raw(f, i)
+    _fill_codes(&c.cb, fields, vtl)
+    c.codes = c.cb.codes
+    c.n = c.cb.n
     return c
 
 
@@ -298,23 +449,44 @@ cdef _Codes _codes_mixed(tuple raws, tuple vtls):
     cdef Py_ssize_t i
     c._alloc(len(raws))
     for i in range(len(raws)):
-        c._set(i, raws[i], vtls[i])
+        c.codes[i] = vmcs_code(raws[i], vtls[i])
     return c
 
 
 cdef tuple _raw_tuple(object fields):
-    return _codes_for(fields, 0).raw_tuple()
+    cdef codebuf cb
+    _codebuf_init(&cb)
+    try:
+        _fill_codes(&cb, fields, 0)
+        return _raw_tuple_of(cb.codes, cb.n)
+    finally:
+        _codebuf_free(&cb)
 
 
 # ---- running a batch under the runner's rules --------------------------------
 
-cdef int _run_batch(TdxRunner runner, batch *b, bint release) except -1:
+cdef int _signals(batch *b, object res) except -1:
+    """Runs signal handlers; with ``res`` (the batch's output array), Ctrl-C
+    becomes BatchInterrupted carrying the b.index values done."""
+    try:
+        PyErr_CheckSignals()
+    except KeyboardInterrupt as e:
+        if res is None:
+            raise
+        raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
+    return 0
+
+
+cdef int _run_batch(TdxRunner runner, batch *b, bint release, object res) except -1:
     """Runs ``b`` for ``runner`` (which the caller has _enter()ed), releasing
-    the GIL around the loop when asked. Returns OUT_OK/OUT_TDX/OUT_ERRNO."""
+    the GIL around the loop when asked. Returns OUT_OK/OUT_TDX/OUT_ERRNO.
+    Signals are handled between chunks and after the loop (see _signals)."""
     cdef Hcl hcl = runner.hcl
     cdef int out
     cdef Py_ssize_t total = b.n
-    hcl._check_open()
+    # Converting the fields may have run Python code that closed the Hcl.
+    if HCLTDX_UNLIKELY(hcl.ops == NULL):
+        hcl._check_open()
     b.ops = hcl.ops
     b.ctx = hcl.ctx
     b.tring = hcl.tring
@@ -329,26 +501,28 @@ cdef int _run_batch(TdxRunner runner, batch *b, bint release) except -1:
         hcl.inflight += 1
         try:
             while True:
-                b.n = min(total, b.index + BATCH_CHUNK)
+                if total - b.index > BATCH_CHUNK:
+                    b.n = b.index + BATCH_CHUNK
                 with nogil:
                     out = _batch_run(b)
                 b.n = total
                 if out != OUT_OK or b.index >= total:
                     break
-                PyErr_CheckSignals()
+                _signals(b, res)
         finally:
             b.n = total
             hcl.inflight -= 1
             runner.busy = False
-    if b.signalled:
-        PyErr_CheckSignals()
+    if HCLTDX_UNLIKELY(b.signalled):
+        _signals(b, res)
     return out
 
 
-cdef object _batch_failure(TdxRunner runner, batch *b, _Codes c, object values, str what):
+cdef object _batch_failure(TdxRunner runner, batch *b, const uint64_t *codes, object values,
+                           str what):
     cdef Py_ssize_t i = b.index
-    field = VmcsField(int(c.raws[i]))
-    vtl = int(c.vtls[i])
+    field = VmcsField(int(code_raw(codes[i])))
+    vtl = code_vtl(codes[i])
     if b.err:
         explained = backend_error(runner.hcl, b.err)
         if explained is not None:
@@ -364,38 +538,155 @@ cdef inline bint _release_for(Hcl hcl, Py_ssize_t n) noexcept:
     return hcl.ops != NULL and (hcl.ops.may_block or n > NOGIL_BATCH)
 
 
-cdef object _u64_array(object a, Py_ssize_t n, str name, _Codes c):
+cdef inline bint _ready(TdxRunner r) noexcept:
+    """Open, owned by this thread and not inside a call (``_enter`` raises the
+    error for each way this can be false)."""
+    return r.run != NULL and not r.busy and r.owner == hcltdx_thread_id()
+
+
+cdef cnp.dtype _U64 = np.dtype(np.uint64)
+
+
+cdef inline object _new_u64(cnp.npy_intp n):
+    """An uninitialized 1-d uint64 array (numpy's C API only)."""
+    Py_INCREF(_U64)  # PyArray_NewFromDescr steals the descriptor
+    return _np_new_from_descr(<void *>cnp.ndarray, <void *>_U64, 1, &n, NULL, NULL, 0, NULL)
+
+
+cdef object _u64_array(object a, Py_ssize_t n, str name, const uint64_t *codes):
     """``a`` as a contiguous uint64 array of length n, each value checked
     against the width of its field."""
     cdef Py_ssize_t i
     cdef unsigned long long one
-    if isinstance(a, np.ndarray):
-        arr = <object>a
-        if arr.ndim != 1 or arr.dtype.kind not in "iu":
-            raise TypeError(f"{name} must be a 1-d integer array or a sequence of ints")
-        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-            raise ValueError(f"{name} must be non-negative")
-        out = np.ascontiguousarray(arr, dtype=np.uint64)
+    cdef const uint64_t *mv
+    cdef uint64_t *dst
+    cdef Py_ssize_t m
+    cdef PyObject **items
+    cdef PyObject *item
+    if cnp.PyArray_Check(a):
+        if (cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_UINT64 and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
+                and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)):
+            out = a   # 1-d, C-contiguous, aligned, native byte order
+        else:
+            arr = <object>a
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise TypeError(f"{name} must be a 1-d integer array or a sequence of ints")
+            if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+                raise ValueError(f"{name} must be non-negative")
+            out = np.array(arr, dtype=np.uint64, order="C")   # a native, aligned copy
     else:
-        vals = list(a)
-        for i, v in enumerate(vals):
-            if PyLong_CheckExact(v) and hcltdx_u64_of(v, &one) == 0:
-                continue  # a plain int in range, checked in C
+        vals = a if PyList_CheckExact(a) or PyTuple_CheckExact(a) else list(a)
+        m = Py_SIZE(vals)
+        out = _new_u64(m)
+        dst = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        items = _seq_items(vals)
+        for i in range(m):
+            item = items[i]   # borrowed: no Python code runs on the fast path
+            if HCLTDX_LIKELY(_type_of(item) == &PyLong_Type and hcltdx_u64_of(<object>item, &one) == 0):
+                dst[i] = one  # a plain int in range, converted in C
+                continue
+            v = <object>item
             if not (PyLong_Check(v) or isinstance(v, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name}[{i}] must be an int, not {type(v).__name__}")
             if v < 0 or v > 0xFFFFFFFFFFFFFFFF:
                 raise ValueError(f"{name}[{i}] must be in 0..2**64-1, got {v!r}")
-        out = np.array(vals, dtype=np.uint64) if vals else np.empty(0, dtype=np.uint64)
-    if out.shape[0] != n:
+            if not (PyLong_Check(v) and hcltdx_u64_of(v, &one) == 0):
+                one = PyLong_AsUnsignedLongLong(int(v))
+            dst[i] = one
+            items = _seq_again(vals, m, name)
+    if cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n:
         raise ValueError(f"{name} has {out.shape[0]} entries for {n} fields")
-    cdef const uint64_t[::1] mv = out
+    mv = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>out)
     for i in range(n):
-        if mv[i] & ~c.widths[i]:
-            raw = int(c.raws[i])
+        if HCLTDX_UNLIKELY(mv[i] & ~code_mask(codes[i])):
+            raw = int(code_raw(codes[i]))
             raise ValueError(
                 f"{name}[{i}] = {mv[i]:#x} does not fit the {VmcsField(raw).width_bits}-bit "
                 f"field {field_label(raw)}")
     return out
+
+
+cdef int _check_out(object out, Py_ssize_t n) except -1:
+    if (not cnp.PyArray_Check(out) or cnp.PyArray_TYPE(<cnp.ndarray>out) != cnp.NPY_UINT64
+            or cnp.PyArray_NDIM(<cnp.ndarray>out) != 1):
+        raise TypeError("out must be a 1-d uint64 array")
+    if not cnp.PyArray_ISCARRAY(<cnp.ndarray>out):
+        raise ValueError("out must be C-contiguous and writable")
+    if cnp.PyArray_DIM(<cnp.ndarray>out, 0) != n:
+        raise ValueError(f"out has {out.shape[0]} entries for {n} fields")
+    return 0
+
+
+cdef object _read_batch(TdxRunner runner, object vtl, object fields, object out):
+    """read_vmcs_batch, also reached from TdxRunner.read_vmcs_batch without
+    a Python-level call (set_batch_impls)."""
+    cdef batch b
+    cdef codebuf cb
+    cdef int rc
+    cdef Py_ssize_t n
+    if HCLTDX_UNLIKELY(not _ready(runner)):
+        runner._enter()
+    cdef int v = _vtl_of(vtl)
+    _codebuf_init(&cb)
+    try:
+        _fill_codes(&cb, fields, v)
+        n = cb.n
+        if out is None:
+            res = _new_u64(n)
+        else:
+            _check_out(out, n)
+            res = out
+        if n == 0:
+            return res
+        b.leaf = LEAF_VP_RD
+        b.n = n
+        b.index = 0
+        b.codes = cb.codes
+        b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
+        b.err = 0
+        b.rax = 0
+        rc = _run_batch(runner, &b, _release_for(runner.hcl, n), res)
+        if HCLTDX_UNLIKELY(rc != OUT_OK):
+            raise _batch_failure(runner, &b, cb.codes, res[:b.index].copy(), "VP.RD")
+        return res
+    finally:
+        _codebuf_free(&cb)
+
+
+cdef object _write_batch(TdxRunner runner, object vtl, object fields, object masks,
+                         object values):
+    """write_vmcs_batch (see _read_batch)."""
+    cdef batch b
+    cdef codebuf cb
+    cdef int rc
+    cdef Py_ssize_t n
+    if HCLTDX_UNLIKELY(not _ready(runner)):
+        runner._enter()
+    cdef int v = _vtl_of(vtl)
+    _codebuf_init(&cb)
+    try:
+        _fill_codes(&cb, fields, v)
+        n = cb.n
+        m = _u64_array(masks, n, "masks", cb.codes)
+        vals = _u64_array(values, n, "values", cb.codes)
+        res = _new_u64(n)
+        if n == 0:
+            return res
+        b.leaf = LEAF_VP_WR
+        b.n = n
+        b.index = 0
+        b.codes = cb.codes
+        b.masks = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>m)
+        b.values = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>vals)
+        b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
+        b.err = 0
+        b.rax = 0
+        rc = _run_batch(runner, &b, _release_for(runner.hcl, n), res)
+        if HCLTDX_UNLIKELY(rc != OUT_OK):
+            raise _batch_failure(runner, &b, cb.codes, res[:b.index].copy(), "VP.WR")
+        return res
+    finally:
+        _codebuf_free(&cb)
 
 
 def read_vmcs_batch(TdxRunner runner not None, vtl, fields, out=None):
@@ -404,38 +695,7 @@ def read_vmcs_batch(TdxRunner runner not None, vtl, fields, out=None):
     32-bit values zero-extended. Every field is checked before the first
     tdcall. A failing status raises :class:`BatchError` (``out`` holds the
     values read before the failing field)."""
-    cdef batch b
-    cdef cnp.npy_intp n
-    runner._enter()
-    cdef int v = _vtl_of(vtl)
-    cdef _Codes c = _codes_for(fields, v)
-    n = c.n
-    if out is None:
-        res = cnp.PyArray_EMPTY(1, &n, cnp.NPY_UINT64, 0)
-    else:
-        if (not isinstance(out, np.ndarray) or cnp.PyArray_TYPE(out) != cnp.NPY_UINT64
-                or cnp.PyArray_NDIM(out) != 1):
-            raise TypeError("out must be a 1-d uint64 array")
-        if not cnp.PyArray_ISCARRAY(out):
-            raise ValueError("out must be C-contiguous and writable")
-        if cnp.PyArray_DIM(out, 0) != n:
-            raise ValueError(f"out has {out.shape[0]} entries for {c.n} fields")
-        res = out
-    if c.n == 0:
-        return res
-    memset(&b, 0, sizeof(batch))
-    b.leaf = LEAF_VP_RD
-    b.n = c.n
-    b.codes = c.codes
-    b.widths = c.widths
-    b.out = <uint64_t *>cnp.PyArray_DATA(res)
-    try:
-        rc = _run_batch(runner, &b, _release_for(runner.hcl, c.n))
-    except KeyboardInterrupt as e:
-        raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
-    if rc != OUT_OK:
-        raise _batch_failure(runner, &b, c, res[:b.index].copy(), "VP.RD")
-    return res
+    return _read_batch(runner, vtl, fields, out)
 
 
 def write_vmcs_batch(TdxRunner runner not None, vtl, fields, masks, values):
@@ -444,33 +704,11 @@ def write_vmcs_batch(TdxRunner runner not None, vtl, fields, masks, values):
     masks and values that fit their width; all is checked before the first
     tdcall. A failing status raises :class:`BatchError`: the fields before
     ``index`` were written and ``values`` holds their previous values."""
-    cdef batch b
-    runner._enter()
-    cdef int v = _vtl_of(vtl)
-    cdef _Codes c = _codes_for(fields, v)
-    m = _u64_array(masks, c.n, "masks", c)
-    vals = _u64_array(values, c.n, "values", c)
-    res = np.empty(c.n, dtype=np.uint64)
-    if c.n == 0:
-        return res
-    cdef const uint64_t[::1] mm = m
-    cdef const uint64_t[::1] vv = vals
-    cdef uint64_t[::1] rv = res
-    memset(&b, 0, sizeof(batch))
-    b.leaf = LEAF_VP_WR
-    b.n = c.n
-    b.codes = c.codes
-    b.widths = c.widths
-    b.masks = &mm[0]
-    b.values = &vv[0]
-    b.out = &rv[0]
-    try:
-        rc = _run_batch(runner, &b, _release_for(runner.hcl, c.n))
-    except KeyboardInterrupt as e:
-        raise BatchInterrupted(b.index, res[:b.index].copy(), b.n) from e
-    if rc != OUT_OK:
-        raise _batch_failure(runner, &b, c, res[:b.index].copy(), "VP.WR")
-    return res
+    return _write_batch(runner, vtl, fields, masks, values)
+
+
+set_batch_impls(_read_batch, _write_batch)
+
 
 
 # ---- polling ---------------------------------------------------------------------------
@@ -615,7 +853,6 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
     p.b.leaf = LEAF_VP_RD
     p.b.n = c.n
     p.b.codes = c.codes
-    p.b.widths = c.widths
     p.b.ops = hcl.ops
     p.b.ctx = hcl.ctx
     p.b.tring = hcl.tring
@@ -639,7 +876,7 @@ def poll_vmcs(TdxRunner runner not None, vtl, fields, samples, interval_ns=0, ou
             if rc == OUT_OK:
                 break
             if rc == OUT_TDX or rc == OUT_ERRNO:
-                err = _batch_failure(runner, &p.b, c, buf.view(np.uint64)[
+                err = _batch_failure(runner, &p.b, c.codes, buf.view(np.uint64)[
                     p.recorded * p.stride + 1:p.recorded * p.stride + 1 + p.b.index].copy(), "VP.RD")
                 err.samples = buf[:p.recorded].copy()
                 raise err
@@ -825,12 +1062,11 @@ cdef int _fill(TdxRunner runner, _SnapSpec s, char *slot) except -1:
     b.leaf = LEAF_VP_RD
     b.n = s.codes.n
     b.codes = s.codes.codes
-    b.widths = s.codes.widths
     b.out = <uint64_t *>(slot + s.off_vmcs)
-    if _run_batch(runner, &b, _release_for(runner.hcl, s.codes.n)) != OUT_OK:
+    if _run_batch(runner, &b, _release_for(runner.hcl, s.codes.n), None) != OUT_OK:
         done = np.frombuffer((<char *>b.out)[:b.index * 8], dtype=np.uint64).copy() \
             if b.index else np.empty(0, dtype=np.uint64)
-        raise _batch_failure(runner, &b, s.codes, done, "VP.RD")
+        raise _batch_failure(runner, &b, s.codes.codes, done, "VP.RD")
     return 0
 
 

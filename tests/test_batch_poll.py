@@ -266,6 +266,317 @@ def test_batch_write_failure_part_way(runner, sim):
     assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR0)) == 0x31
 
 
+# ---- batch sizes -----------------------------------------------------------------------------
+# Up to 64 fields the codes live on the stack, above they are allocated; up
+# to 256 fields an in-process backend keeps the GIL; the loop runs in chunks
+# of 256 fields when the GIL is released (always on a device). Every path,
+# one test body.
+
+SIZES = [1, 32, 33, 64, 65, 256, 257, 600]
+
+# TDX field codes of these fields, VTL0 and VTL1 (docs/tdx-abi.md section 6).
+SPEC_CODES = {
+    F.VMX_VMCS_GUEST_CR3: (0x2420000300006802, 0x2C20000300006802),
+    F.VMX_VMCS_GUEST_ES_SELECTOR: (0x2420000100000800, 0x2C20000100000800),
+    F.VMX_VMCS_GUEST_CS_AR: (0x2420000200004816, 0x2C20000200004816),
+    F.VMX_VMCS_GUEST_PAT: (0x2420000300002804, 0x2C20000300002804),
+    F.VMX_VMCS_GUEST_ES_LIMIT: (0x2420000200004800, 0x2C20000200004800),
+    F.VMX_VMCS_GUEST_TR_SELECTOR: (0x242000010000080E, 0x2C2000010000080E),
+    F.VMX_VMCS_GUEST_EFER: (0x2420000300002806, 0x2C20000300002806),
+}
+CODED = list(SPEC_CODES)
+
+
+def cycled(fields, n):
+    return [fields[i % len(fields)] for i in range(n)]
+
+
+def as_kind(kind, fields):
+    if kind == "list":
+        return list(fields)
+    if kind == "tuple":
+        return tuple(fields)
+    if kind == "ints":
+        return [int(f) for f in fields]
+    if kind == "uint32":
+        return np.array([int(f) for f in fields], dtype=np.uint32)
+    if kind == "int64":
+        return np.array([int(f) for f in fields], dtype=np.int64)
+    return (f for f in fields)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("kind", ["list", "tuple", "ints", "uint32", "int64", "iter"])
+@pytest.mark.parametrize("vtl", [0, 1])
+def test_batch_read_every_size_and_kind_of_fields(runner, sim, n, kind, vtl):
+    seed_values(sim)
+    fields = cycled(CODED, n)
+    sim.enable_log(n + 8)
+    got = runner.read_vmcs_batch(vtl, as_kind(kind, fields))
+    assert log_inputs(sim) == [(0, 9, 0, SPEC_CODES[f][vtl], 0, 0) for f in fields]
+    sim.clear_log()
+    assert got.dtype == np.uint64 and got.shape == (n,)
+    assert got.tolist() == [one_by_one_read(runner, vtl, f) for f in fields]
+    out = np.zeros(n, dtype=np.uint64)
+    assert runner.read_vmcs_batch(vtl, as_kind(kind, fields), out=out) is out
+    assert out.tolist() == got.tolist()
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("arrays", [False, True])
+def test_batch_write_every_size(runner, sim, n, arrays):
+    # CR3 (natural), ES_SELECTOR (16-bit), PAT (64-bit), repeated: each write
+    # returns what the previous one of the same field left.
+    kinds = [(F.VMX_VMCS_GUEST_CR3, ALL), (F.VMX_VMCS_GUEST_ES_SELECTOR, 0xFFFF),
+             (F.VMX_VMCS_GUEST_PAT, 0xFFFF_FFFF_0000_0000)]
+    fields = [kinds[i % 3][0] for i in range(n)]
+    masks = [kinds[i % 3][1] for i in range(n)]
+    values = [((i + 1) << 12) if i % 3 == 0 else (i * 8) & 0xFFFF if i % 3 == 1
+              else (0x0606_0606 + i) << 32 for i in range(n)]
+    state = {f: one_by_one_read(runner, VTL0, f) for f, _ in kinds}
+    expected = []
+    for f, m, v in zip(fields, masks, values):
+        expected.append(state[f])
+        state[f] = (state[f] & ~m) | (v & m)
+    sim.enable_log(n + 8)
+    if arrays:
+        prev = runner.write_vmcs_batch(VTL0, np.array([int(f) for f in fields], dtype=np.uint32),
+                                       np.array(masks, dtype=np.uint64),
+                                       np.array(values, dtype=np.uint64))
+    else:
+        prev = runner.write_vmcs_batch(VTL0, fields, masks, values)
+    assert log_inputs(sim) == [(0, 10, 0, SPEC_CODES[f][0], v, m)
+                               for f, m, v in zip(fields, masks, values)]
+    assert prev.tolist() == expected
+    for f, _ in kinds:
+        assert sim.vmcs(0, 0, int(f)) == state[f]
+
+
+@pytest.mark.parametrize("at", [0, 63, 64, 65, 255, 256, 300])
+def test_batch_read_failure_at_any_index(runner, sim, at):
+    seed_values(sim)
+    n = 320
+    fields = cycled(CODED, n)
+    fields[at] = F.VMX_VMCS_HOST_ES_SELECTOR   # not readable (spec: NOT_READABLE)
+    out = np.zeros(n, dtype=np.uint64)
+    sim.enable_log(n + 8)
+    with pytest.raises(BatchError) as ei:
+        runner.read_vmcs_batch(VTL1, fields, out=out)
+    e = ei.value
+    assert (e.index, e.field, e.vtl, e.total) == (at, F.VMX_VMCS_HOST_ES_SELECTOR, 1, n)
+    assert e.code.name == "METADATA_FIELD_NOT_READABLE"
+    assert len(log_inputs(sim)) == at + 1      # nothing after the failing field
+    sim.clear_log()
+    expected = [one_by_one_read(runner, VTL1, f) for f in fields[:at]]
+    assert e.values.tolist() == expected
+    assert out[:at].tolist() == expected and not out[at:].any()
+
+
+@pytest.mark.parametrize("at", [0, 64, 65, 300])
+def test_batch_write_failure_at_any_index(runner, sim, at):
+    n = 320
+    fields = [F.VMX_VMCS_GUEST_CR3] * n
+    fields[at] = F.VMX_VMCS_EXIT_REASON          # read-only
+    values = [(i + 1) << 12 for i in range(n)]
+    values[at] = 1
+    masks = [ALL] * n
+    masks[at] = 0xFFFFFFFF
+    sim.set_vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3), 0x1000)
+    with pytest.raises(BatchError) as ei:
+        runner.write_vmcs_batch(VTL0, fields, masks, values)
+    e = ei.value
+    assert (e.index, e.field, e.total) == (at, F.VMX_VMCS_EXIT_REASON, n)
+    assert e.code.name == "METADATA_FIELD_NOT_WRITABLE"
+    assert e.values.tolist() == ([0x1000] + values[:at - 1] if at else [])
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3)) == (values[at - 1] if at else 0x1000)
+
+
+@pytest.mark.parametrize("at", [0, 64, 65, 300])
+@pytest.mark.parametrize("kind", ["list", "tuple", "uint32", "iter"])
+def test_batch_bad_field_at_any_index_refused_before_any_tdcall(runner, sim, at, kind):
+    fields = [int(f) for f in cycled(CODED, 320)]
+    fields[at] = 0x6803
+    before = sim.counters()
+    with pytest.raises(ValueError, match=rf"index {at}\) has access_high set"):
+        runner.read_vmcs_batch(VTL0, as_kind(kind, fields))
+    with pytest.raises(ValueError, match=rf"index {at}\) has access_high set"):
+        runner.write_vmcs_batch(VTL0, as_kind(kind, fields), [0] * 320, [0] * 320)
+    assert sim.counters() == before
+
+
+@pytest.mark.parametrize("at", [0, 64, 65, 300])
+def test_batch_write_value_too_wide_at_any_index_refused_before_any_tdcall(runner, sim, at):
+    fields = [F.VMX_VMCS_GUEST_ES_SELECTOR] * 320
+    values = [0] * 320
+    values[at] = 0x1_0000
+    before = sim.counters()
+    with pytest.raises(ValueError, match=rf"values\[{at}\] = 0x10000 does not fit the 16-bit"):
+        runner.write_vmcs_batch(VTL0, fields, [0xFFFF] * 320, values)
+    with pytest.raises(ValueError, match=rf"values\[{at}\] = 0x10000 does not fit the 16-bit"):
+        runner.write_vmcs_batch(VTL0, fields, np.full(320, 0xFFFF, dtype=np.uint64),
+                                np.array(values, dtype=np.uint64))
+    assert sim.counters() == before
+
+
+def _unaligned(values, dtype):
+    """``values`` in an array of ``dtype`` that starts one byte into a buffer."""
+    a = np.asarray(values, dtype=dtype)
+    buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    view = buf[1:].view(a.dtype)
+    view[:] = a
+    assert not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("layout", ["big-endian", "unaligned", "strided"])
+def test_batch_arrays_of_any_layout(runner, sim, layout):
+    fields = cycled(CODED, 70)
+    raws = [int(f) for f in fields]
+    masks = [ALL] * 70
+    values = [(i + 1) << 12 for i in range(70)]
+    if layout == "big-endian":
+        enc, m, v = (np.array(raws, dtype=">u4"), np.array(masks, dtype=">u8"),
+                     np.array(values, dtype=">u8"))
+    elif layout == "unaligned":
+        enc, m, v = _unaligned(raws, "<u4"), _unaligned(masks, "<u8"), _unaligned(values, "<u8")
+    else:
+        enc = np.repeat(np.array(raws, dtype=np.uint32), 2)[::2]
+        m = np.repeat(np.array(masks, dtype=np.uint64), 2)[::2]
+        v = np.repeat(np.array(values, dtype=np.uint64), 2)[::2]
+    seed_values(sim)
+    sim.enable_log(160)
+    got = runner.read_vmcs_batch(VTL0, enc)
+    assert [c[3] for c in log_inputs(sim)] == [SPEC_CODES[f][0] for f in fields]
+    sim.clear_log()
+    assert got.tolist() == [one_by_one_read(runner, VTL0, f) for f in fields]
+    sim.clear_log()
+    cr3 = [F.VMX_VMCS_GUEST_CR3] * 70
+    enc_cr3 = np.array([int(F.VMX_VMCS_GUEST_CR3)] * 70, dtype=enc.dtype)
+    runner.write_vmcs_batch(VTL0, enc_cr3 if layout == "big-endian" else cr3, m, v)
+    assert [(c[4], c[5]) for c in log_inputs(sim)] == list(zip(values, masks))
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3)) == values[-1]
+
+
+class _Shrinking(int):
+    """An int subclass whose comparisons empty the list it sits in."""
+    victim = None
+
+    def __ge__(self, other):
+        del self.victim[1:]
+        return int(self) >= other
+
+    def __le__(self, other):
+        del self.victim[1:]
+        return int(self) <= other
+
+    def __lt__(self, other):
+        del self.victim[1:]
+        return int(self) < other
+
+    def __gt__(self, other):
+        del self.victim[1:]
+        return int(self) > other
+
+
+class _Growing(_Shrinking):
+    """An int subclass whose comparisons grow the list it sits in."""
+
+    def __ge__(self, other):
+        self.victim.append(0x6802)
+        return int(self) >= other
+
+    def __le__(self, other):
+        self.victim.append(0x6802)
+        return int(self) <= other
+
+
+@pytest.mark.parametrize("n", [3, 65])
+@pytest.mark.parametrize("change", [_Shrinking, _Growing])
+def test_batch_fields_list_changed_while_checked(runner, sim, n, change):
+    fields = [F.VMX_VMCS_GUEST_CR3] * n
+    odd = change(int(F.VMX_VMCS_GUEST_RIP))
+    odd.victim = fields
+    fields[0] = odd
+    before = sim.counters()
+    with pytest.raises(RuntimeError, match="fields changed size"):
+        runner.read_vmcs_batch(VTL0, fields)
+    assert sim.counters() == before
+    # A tuple cannot change: the same subclass is read like any int.
+    fields = [odd] + [F.VMX_VMCS_GUEST_CR3] * (n - 1)
+    odd.victim = [0, 0]
+    sim.set_vmcs(0, 0, int(F.VMX_VMCS_GUEST_RIP), 0x1234)
+    assert runner.read_vmcs_batch(VTL0, tuple(fields))[0] == 0x1234
+
+
+class _Plain(int):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "iter", "scalars", "uint64", "int64", "uint32"])
+def test_batch_write_masks_and_values_of_every_kind(runner, sim, kind):
+    fields = [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_GUEST_ES_SELECTOR, F.VMX_VMCS_GUEST_PAT] * 30
+    masks = [ALL, 0xFFFF, 0xFFFF_FFFF_0000_0000] * 30
+    values = [0x7000 + i if i % 3 == 0 else 0x18 if i % 3 == 1 else 0x0707_0707_0000_0000
+              for i in range(90)]
+
+    def conv(xs):
+        if kind == "list":
+            return list(xs)
+        if kind == "tuple":
+            return tuple(xs)
+        if kind == "iter":
+            return iter(xs)
+        if kind == "scalars":   # numpy scalars and an int subclass
+            return [np.uint64(x) if i % 2 else _Plain(x) for i, x in enumerate(xs)]
+        if kind == "uint32":
+            return np.array(xs, dtype=np.uint64).astype(np.uint32) if max(xs) < 1 << 32 else \
+                np.array(xs, dtype=np.uint64)
+        if kind == "int64":
+            return np.array(xs, dtype=np.uint64).view(np.int64) if max(xs) < 1 << 63 else \
+                np.array(xs, dtype=np.uint64)
+        return np.array(xs, dtype=np.uint64)
+
+    sim.enable_log(128)
+    runner.write_vmcs_batch(VTL0, fields, conv(masks), conv(values))
+    assert [(c[3], c[4], c[5]) for c in log_inputs(sim)] == [
+        (SPEC_CODES[f][0], v, m) for f, m, v in zip(fields, masks, values)]
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_CR3)) == 0x7000 + 87
+    assert sim.vmcs(0, 0, int(F.VMX_VMCS_GUEST_ES_SELECTOR)) == 0x18
+
+
+def test_batch_write_values_list_changed_while_checked(runner, sim):
+    fields = [F.VMX_VMCS_GUEST_CR3] * 4
+    values = [0x1000, _Shrinking(0x2000), 0x3000, 0x4000]
+    values[1].victim = values
+    before = sim.counters()
+    with pytest.raises(RuntimeError, match="values changed size"):
+        runner.write_vmcs_batch(VTL0, fields, [ALL] * 4, values)
+    assert sim.counters() == before
+
+
+@pytest.mark.parametrize("n", [3, 65, 300])
+def test_batch_traced_records_every_call(hcl, sim, n):
+    r = hcl.runner(0)
+    fields = cycled(CODED, n)
+    seed_values(sim)
+    values = [(i + 1) << 12 for i in range(n)]
+    with hcl.trace(2 * n + 8) as t:
+        got = r.read_vmcs_batch(VTL1, fields)
+        prev = r.write_vmcs_batch(VTL0, [F.VMX_VMCS_GUEST_CR3] * n, [ALL] * n, values)
+    calls = t.calls
+    assert len(calls) == 2 * n
+    rd, wr = calls[:n], calls[n:]
+    assert rd["in_rax"].tolist() == [9] * n
+    assert rd["in_rdx"].tolist() == [SPEC_CODES[f][1] for f in fields]
+    assert (rd["out_rax"] >> 32).tolist() == [0] * n
+    assert rd["out_r8"].tolist() == got.tolist()
+    assert wr["in_rax"].tolist() == [10] * n
+    assert wr["in_rdx"].tolist() == [SPEC_CODES[F.VMX_VMCS_GUEST_CR3][0]] * n
+    assert wr["in_r8"].tolist() == values and wr["in_r9"].tolist() == [ALL] * n
+    assert wr["out_r8"].tolist() == prev.tolist()
+    r.close()
+
+
 # ---- poll_vmcs ---------------------------------------------------------------------------------
 
 

@@ -306,6 +306,42 @@ def test_ctrl_c_stops_a_long_device_batch_part_way(simdev_mount, leaf):
         hcl.close()
 
 
+@pytest.mark.parametrize("leaf", ["VP_RD", "VP_WR"])
+def test_ctrl_c_stops_a_long_in_process_batch_between_chunks(leaf):
+    """In-process backends release the GIL for long batches too, in chunks of
+    256 fields: Ctrl-C lands between two chunks and keeps what was done."""
+    sim = hcltdx.Sim(vp_count=1)
+    hcl = hcltdx.Hcl.from_sim(sim)
+    r = hcl.runner(0)
+    total = 4_000_000
+    fields = np.full(total, int(CR3), dtype=np.uint32)
+    try:
+        sim.set_vmcs(0, 0, 0x6802, 0x5000)
+        if leaf == "VP_WR":
+            masks = np.full(total, ALL, dtype=np.uint64)
+            values = np.full(total, 0x5000, dtype=np.uint64)
+        base = sim.counters()[leaf]
+        stop, t = _interrupt_when(sim, leaf, base + 500)
+        try:
+            with pytest.raises(BatchInterrupted) as ei:
+                if leaf == "VP_RD":
+                    r.read_vmcs_batch(VTL0, fields)
+                else:
+                    r.write_vmcs_batch(VTL0, fields, masks, values)
+        finally:
+            stop.set()
+            t.join()
+        e = ei.value
+        assert isinstance(e, KeyboardInterrupt) and e.total == total
+        assert 500 <= e.index < total and e.index % 256 == 0
+        assert sim.counters()[leaf] - base == e.index
+        assert e.values.tolist() == [0x5000] * e.index
+        assert r.read_vmcs64(VTL0, CR3) == 0x5000
+    finally:
+        r.close()
+        hcl.close()
+
+
 # ---- the stand-in device: holes, read-only, daemon killed, backing removed -------------------
 
 

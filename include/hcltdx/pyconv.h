@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 
 #define HCLTDX_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HCLTDX_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -75,6 +76,34 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
 static inline unsigned long hcltdx_thread_id(void)
 {
     return (unsigned long)pthread_self();
+}
+
+/* The value of an int (a PyLong or a subclass: the caller has checked) in
+ * 0..2**30-1 into *out: 1, read straight from a one-digit object. Anything
+ * else: 0, with no exception set (larger values are for hcltdx_u64_of). */
+static inline int hcltdx_long_small(PyObject *o, uint32_t *out)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+        Py_ssize_t v = PyUnstable_Long_CompactValue((PyLongObject *)o);
+        if (v >= 0 && v < (1 << 30)) {
+            *out = (uint32_t)v;
+            return 1;
+        }
+    }
+    return 0;
+#else
+    switch (Py_SIZE(o)) {
+    case 0:
+        *out = 0;
+        return 1;
+    case 1: /* one digit: below 2**PyLong_SHIFT <= 2**30 */
+        *out = (uint32_t)((PyLongObject *)o)->ob_digit[0];
+        return 1;
+    default:
+        return 0;
+    }
+#endif
 }
 
 #endif

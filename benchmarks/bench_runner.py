@@ -17,7 +17,9 @@ in the loop (``runner.read_vmcs64(GuestVtl.VTL0, VmcsField.X)``).
 
 ``--ir`` re-runs the same loops under callgrind (valgrind) and prints
 instructions per call, a measure that other load on the machine does not
-disturb (it needs valgrind and its callgrind.h, and a C compiler).
+disturb (it needs valgrind and its callgrind.h, and a C compiler); with
+``--rust`` the Rust loop is counted too (two runs of different lengths,
+differenced).
 
 Then: read_private_regs, and accepting 1 GiB (512 2 MiB ACCEPTs; 262,144 4 KiB
 ACCEPTs after 512 failed 2 MiB attempts), and the stand-in device if present.
@@ -122,6 +124,23 @@ def run_under_callgrind(argv):
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def rust_ir(path):
+    """Instructions per VP.RD of the Rust table loop: callgrind totals of two
+    runs of different lengths, differenced (start-up and set-up cancel). The
+    program makes iters/10 warm-up calls and 5 rounds of iters/5."""
+    vg = shutil.which("valgrind")
+    totals = {}
+    with tempfile.TemporaryDirectory(prefix="hcltdx_ir_rust_") as work:
+        for iters in (100_000, 300_000):
+            out = os.path.join(work, f"cg.{iters}")
+            subprocess.run([vg, "--tool=callgrind", f"--callgrind-out-file={out}", path, str(iters)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(out) as f:
+                totals[iters] = next(int(line.split()[1]) for line in f
+                                     if line.startswith(("summary:", "totals:")))
+    return (totals[300_000] - totals[100_000]) / (1.1 * 200_000)
 
 
 def main(argv=None):
@@ -258,8 +277,10 @@ def main(argv=None):
         for k in ("batch_list", "batch_u32"):
             ir[k] /= 64
         i0, it = ir["noop3"], ir["table"]
+        ir_rust = rust_ir(args.rust) if args.rust else None
         print()
-        print(f"{'instructions per call (callgrind, one run)':58} {'Ir':>8}  {'/no-op':>7} {'/table':>7}")
+        print(f"{'instructions per call (callgrind, one run)':58} {'Ir':>8}  {'/no-op':>7} {'/table':>7}"
+              + (f" {'/Rust':>7}" if ir_rust else ""))
         labels = [
             ("noop3", "no-op cpdef method, 3 int args"),
             ("empty", "empty loop iteration"),
@@ -277,7 +298,11 @@ def main(argv=None):
             ("batch_u32", "read_vmcs_batch of 64 fields (uint32), per field"),
         ]
         for key, label in labels:
-            print(f"{label:58} {ir[key]:8.0f}  {ir[key] / i0:6.2f}x {ir[key] / it:6.2f}x")
+            print(f"{label:58} {ir[key]:8.0f}  {ir[key] / i0:6.2f}x {ir[key] / it:6.2f}x"
+                  + (f" {ir[key] / ir_rust:6.2f}x" if ir_rust else ""))
+        if ir_rust:
+            print(f"{'Rust loop over the backend table, per VP.RD':58} {ir_rust:8.0f}  "
+                  f"{ir_rust / i0:6.2f}x {ir_rust / it:6.2f}x {1:6.2f}x")
         print()
 
     regs = TdxPrivateRegs()

@@ -155,14 +155,15 @@ void sim_vp_reset(hcltdx_sim *sim, struct sim_vp *v, uint32_t index);
 void sim_guest_sync(hcltdx_sim *sim, uint32_t vp);
 
 /* csrc/sim/sim_leaves.c: per catalogue index, bits 0-55 of the field's
- * VP.RD/WR id (code, size, context; the reserved bits among them 0), the same
- * bits of the next readable field's id (0 at the end of the class), and the
- * field's read and write masks. Built at load from the catalogue. */
+ * VP.RD/WR id (code, size, context; the reserved bits among them 0), the
+ * next readable field's whole id in each L2 VM's VMCS class (~0 at the end
+ * of the class), and the field's read and write masks. Built at load from
+ * the catalogue. */
 #define CLASS_VMCS_1 36u
 #define CLASS_VMCS_2 44u
 #define ID_LOW_BITS ((1ull << 56) - 1)
 extern uint64_t sim_vmcs_id_low[SIM_MAX_FIELDS];
-extern uint64_t sim_vmcs_next_low[SIM_MAX_FIELDS];
+extern uint64_t sim_vmcs_next_id[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
 extern uint64_t sim_vmcs_rmask[SIM_MAX_FIELDS], sim_vmcs_wmask[SIM_MAX_FIELDS];
 
 /* The common call, a VP.RD or VP.WR of a VMCS field that succeeds, in one
@@ -194,8 +195,7 @@ static inline int sim_vmcs_fast(struct sim_vp *v, int write, struct mshv_tdcall 
     if (!write) {
         if (rmask == 0)
             return 0;
-        uint64_t low = sim_vmcs_next_low[i];
-        io->rdx = low ? low | (top << 56) : ~0ull;
+        io->rdx = sim_vmcs_next_id[vm][i];
     } else {
         uint64_t value = io->r8, req = io->r9, wmask = sim_vmcs_wmask[i];
         uint64_t m = wmask & req;

@@ -97,7 +97,7 @@ static uint64_t make_id(uint32_t class_code, uint64_t size, uint32_t code, int n
  * sim_internal.h): a VMCS access, the common one, then decodes with one
  * compare and enumerates with one load. */
 uint64_t sim_vmcs_id_low[SIM_MAX_FIELDS];
-uint64_t sim_vmcs_next_low[SIM_MAX_FIELDS];
+uint64_t sim_vmcs_next_id[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
 uint64_t sim_vmcs_rmask[SIM_MAX_FIELDS], sim_vmcs_wmask[SIM_MAX_FIELDS];
 
 __attribute__((constructor)) static void build_vmcs_ids(void)
@@ -110,7 +110,8 @@ __attribute__((constructor)) static void build_vmcs_ids(void)
         const hcltdx_vmcs_field_desc *d = hcltdx_vmcs_field_at(i);
         uint64_t low = make_id(0, field_size_of(d->encoding), d->encoding, 0);
         sim_vmcs_id_low[i] = low;
-        sim_vmcs_next_low[i] = next;
+        sim_vmcs_next_id[0][i] = next ? next | ((uint64_t)CLASS_VMCS_1 << 56) : ~0ull;
+        sim_vmcs_next_id[1][i] = next ? next | ((uint64_t)CLASS_VMCS_2 << 56) : ~0ull;
         sim_vmcs_rmask[i] = d->read_mask;
         sim_vmcs_wmask[i] = d->write_mask;
         if (d->read_mask)
@@ -196,10 +197,7 @@ static uint64_t next_field_id(const struct field_ref *f)
     switch (f->kind) {
     case FK_VMCS: {
         /* enumeration lists readable fields only */
-        uint64_t low = sim_vmcs_next_low[f->index];
-        if (low == 0)
-            return ~0ull;
-        return low | ((uint64_t)(f->vm ? CLASS_VMCS_2 : CLASS_VMCS_1) << 56);
+        return sim_vmcs_next_id[f->vm][f->index];
     }
     case FK_MSR_BITMAP:
         if (f->index + 1u >= SIM_MSR_BITMAP_WORDS)

@@ -8,6 +8,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from hcltdx.includes.abi cimport mshv_tdcall, hcl_run, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
+from hcltdx.includes.pyconv cimport hcltdx_thread_id
 
 
 # One recorded tdcall (trace ring entry).
@@ -146,6 +147,12 @@ cdef class TdxRunner:
     cdef uint64_t _vp_rd(self, uint64_t code, object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
     cdef uint64_t _vp_wr(self, uint64_t code, uint64_t value, uint64_t mask,
                          object field, int vtl) except? 0xFFFFFFFFFFFFFFFF
+
+
+cdef inline bint runner_ready(TdxRunner r) noexcept:
+    """Open, owned by this thread and not inside a call (TdxRunner._enter
+    raises the error for each way this can be false)."""
+    return r.run != NULL and not r.busy and r.owner == hcltdx_thread_id()
 
 
 # hcltdx._poll's batch access, installed when it is imported, so that

@@ -1410,12 +1410,6 @@ cdef class TdxPrivateRegs:
 
 # ---- the runner's call path ------------------------------------------------------
 
-cdef inline bint _runner_ready(TdxRunner r) noexcept:
-    """Open, owned by this thread and not inside a call (``_enter`` raises the
-    error for each way this can be false)."""
-    return r.run != NULL and not r.busy and r.owner == hcltdx_thread_id()
-
-
 cdef int _runner_blocking(TdxRunner r, mshv_tdcall *io) except -1:
     """A call on a backend that may block: the GIL is released (Hcl._call)
     and the runner is marked busy meanwhile."""
@@ -1472,7 +1466,7 @@ cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str 
     cdef uint32_t raw
     cdef int v, err
     cdef const hcltdx_backend_ops *ops
-    if HCLTDX_UNLIKELY(not _runner_ready(r)):
+    if HCLTDX_UNLIKELY(not runner_ready(r)):
         r._enter()
     raw = _field_of(field)
     v = _vtl_of(vtl)
@@ -1500,7 +1494,7 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
     cdef int v, err
     cdef const hcltdx_backend_ops *ops
     cdef unsigned long long m = 0, val = 0  # set before use; 0 keeps gcc from guessing
-    if HCLTDX_UNLIKELY(not _runner_ready(r)):
+    if HCLTDX_UNLIKELY(not runner_ready(r)):
         r._enter()
     raw = _field_of(field)
     v = _vtl_of(vtl)

@@ -22,7 +22,8 @@ from hcltdx.includes.abi cimport mshv_tdcall, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 cimport numpy as cnp
 from hcltdx._core cimport (Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops,
-                          io_init, now_ns, transport, vmcs_code, backend_error, set_batch_impls)
+                          io_init, now_ns, transport, vmcs_code, backend_error, set_batch_impls,
+                          runner_ready)
 
 import functools
 import operator
@@ -46,7 +47,7 @@ cdef type _VmcsFieldType = VmcsField
 if not issubclass(VmcsField, int):
     raise ImportError("hcltdx.vmx.VmcsField must be an int subclass")
 
-from hcltdx.includes.pyconv cimport (hcltdx_u64_of, hcltdx_long_small, hcltdx_thread_id,
+from hcltdx.includes.pyconv cimport (hcltdx_u64_of, hcltdx_long_small,
                                      HCLTDX_LIKELY, HCLTDX_UNLIKELY)
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
@@ -538,12 +539,6 @@ cdef inline bint _release_for(Hcl hcl, Py_ssize_t n) noexcept:
     return hcl.ops != NULL and (hcl.ops.may_block or n > NOGIL_BATCH)
 
 
-cdef inline bint _ready(TdxRunner r) noexcept:
-    """Open, owned by this thread and not inside a call (``_enter`` raises the
-    error for each way this can be false)."""
-    return r.run != NULL and not r.busy and r.owner == hcltdx_thread_id()
-
-
 cdef cnp.dtype _U64 = np.dtype(np.uint64)
 
 
@@ -617,6 +612,18 @@ cdef int _check_out(object out, Py_ssize_t n) except -1:
     return 0
 
 
+cdef inline void _batch_start(batch *b, uint64_t leaf, codebuf *cb, object res) noexcept:
+    """A batch of ``leaf`` over the checked codes in ``cb``, results into the
+    uint64 array ``res`` (_run_batch fills in the backend)."""
+    b.leaf = leaf
+    b.n = cb.n
+    b.index = 0
+    b.codes = cb.codes
+    b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
+    b.err = 0
+    b.rax = 0
+
+
 cdef object _read_batch(TdxRunner runner, object vtl, object fields, object out):
     """read_vmcs_batch, also reached from TdxRunner.read_vmcs_batch without
     a Python-level call (set_batch_impls)."""
@@ -624,7 +631,7 @@ cdef object _read_batch(TdxRunner runner, object vtl, object fields, object out)
     cdef codebuf cb
     cdef int rc
     cdef Py_ssize_t n
-    if HCLTDX_UNLIKELY(not _ready(runner)):
+    if HCLTDX_UNLIKELY(not runner_ready(runner)):
         runner._enter()
     cdef int v = _vtl_of(vtl)
     _codebuf_init(&cb)
@@ -638,13 +645,7 @@ cdef object _read_batch(TdxRunner runner, object vtl, object fields, object out)
             res = out
         if n == 0:
             return res
-        b.leaf = LEAF_VP_RD
-        b.n = n
-        b.index = 0
-        b.codes = cb.codes
-        b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
-        b.err = 0
-        b.rax = 0
+        _batch_start(&b, LEAF_VP_RD, &cb, res)
         rc = _run_batch(runner, &b, _release_for(runner.hcl, n), res)
         if HCLTDX_UNLIKELY(rc != OUT_OK):
             raise _batch_failure(runner, &b, cb.codes, res[:b.index].copy(), "VP.RD")
@@ -660,7 +661,7 @@ cdef object _write_batch(TdxRunner runner, object vtl, object fields, object mas
     cdef codebuf cb
     cdef int rc
     cdef Py_ssize_t n
-    if HCLTDX_UNLIKELY(not _ready(runner)):
+    if HCLTDX_UNLIKELY(not runner_ready(runner)):
         runner._enter()
     cdef int v = _vtl_of(vtl)
     _codebuf_init(&cb)
@@ -672,15 +673,9 @@ cdef object _write_batch(TdxRunner runner, object vtl, object fields, object mas
         res = _new_u64(n)
         if n == 0:
             return res
-        b.leaf = LEAF_VP_WR
-        b.n = n
-        b.index = 0
-        b.codes = cb.codes
+        _batch_start(&b, LEAF_VP_WR, &cb, res)
         b.masks = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>m)
         b.values = <const uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>vals)
-        b.out = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>res)
-        b.err = 0
-        b.rax = 0
         rc = _run_batch(runner, &b, _release_for(runner.hcl, n), res)
         if HCLTDX_UNLIKELY(rc != OUT_OK):
             raise _batch_failure(runner, &b, cb.codes, res[:b.index].copy(), "VP.WR")

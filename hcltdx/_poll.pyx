@@ -47,7 +47,7 @@ cdef type _VmcsFieldType = VmcsField
 if not issubclass(VmcsField, int):
     raise ImportError("hcltdx.vmx.VmcsField must be an int subclass")
 
-from hcltdx.includes.pyconv cimport (hcltdx_u64_of, hcltdx_long_small,
+from hcltdx.includes.pyconv cimport (hcltdx_u64_of, hcltdx_codes_of_items,
                                      HCLTDX_LIKELY, HCLTDX_UNLIKELY)
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
@@ -351,8 +351,6 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     cdef const uint32_t *src
     cdef cnp.ndarray a
     cdef PyObject **items
-    cdef PyObject *item
-    cdef PyTypeObject *tp
     cdef PyTypeObject *field_type = <PyTypeObject *>_VmcsFieldType
     if cnp.PyArray_Check(fields):
         a = <cnp.ndarray>fields
@@ -384,19 +382,18 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     _codebuf_alloc(cb, n)
     codes = cb.codes
     items = _seq_items(seq)
-    for i in range(n):
-        # Borrowed: no Python code runs on the fast path.
-        item = items[i]
-        # VmcsField members and plain ints in range: converted in C.
-        tp = _type_of(item)
-        if HCLTDX_LIKELY((tp == field_type or tp == &PyLong_Type)
-                         and hcltdx_long_small(item, &raw) and _raw_ok(raw)):
-            codes[i] = raw | hi[raw >> 13]
-        else:
-            f = <object>item
-            _slow_field(codes, i, f, hi)
-            items = _seq_again(seq, n, "fields")
-    return 0
+    i = 0
+    while True:
+        # VmcsField members and plain ints in range are converted by one C
+        # loop over the borrowed items (no Python code runs in it); it stops
+        # at the first item anything else must look at.
+        i = hcltdx_codes_of_items(items, i, n, field_type, hi, codes)
+        if HCLTDX_LIKELY(i == n):
+            return 0
+        f = <object>items[i]
+        _slow_field(codes, i, f, hi)
+        items = _seq_again(seq, n, "fields")
+        i += 1
 
 
 cdef PyObject **_seq_again(object seq, Py_ssize_t n, str name) except NULL:

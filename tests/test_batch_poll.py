@@ -804,3 +804,30 @@ def test_poll_failure_raises_batch_error_with_rows(runner, sim):
         runner.poll_vmcs(VTL0, [F.VMX_VMCS_GUEST_CR3, F.VMX_VMCS_HOST_ES_SELECTOR], 5)
     assert ei.value.index == 1 and ei.value.samples.shape == (0,)
     assert ei.value.values.tolist() == [0]
+
+
+class _IntSub(int):
+    pass
+
+
+def test_batch_list_items_of_every_kind_in_any_position(runner, sim):
+    """Members and plain ints are converted in one C loop that stops at any
+    other item; the item is checked in Python and the loop goes on after it.
+    Every position must hold its own field's value."""
+    seed_values(sim)
+    kinds = [lambda f: f, int, np.uint32, np.int64, _IntSub, lambda f: np.uint16(int(f))]
+    fields = []
+    for i, f in enumerate(FIELDS * 3):
+        fields.append(kinds[(i * 5) % len(kinds)](f))
+    fields += [0, VmcsField(0)]           # encoding 0: an int without digits
+    want = [one_by_one_read(runner, VTL0, VmcsField(int(f))) for f in fields]
+    for seq in (fields, tuple(fields), iter(fields)):
+        assert runner.read_vmcs_batch(VTL0, seq).tolist() == want
+    # A bad item after slow ones is still named by its index.
+    with pytest.raises(ValueError, match=r"index 4"):
+        runner.read_vmcs_batch(VTL0, [np.uint32(0x6802), 0x6802, _IntSub(0x6802), F.VMX_VMCS_GUEST_CR3,
+                                      0x6803])
+    with pytest.raises(ValueError, match=r"index 2"):
+        runner.read_vmcs_batch(VTL0, [_IntSub(0x6802), 0x6802, 1 << 30])
+    with pytest.raises(ValueError, match=r"index 1"):
+        runner.read_vmcs_batch(VTL0, [0x6802, -0x6802])

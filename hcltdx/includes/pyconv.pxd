@@ -1,11 +1,13 @@
 # Declarations of include/hcltdx/pyconv.h (hot-path argument conversion).
 
-from libc.stdint cimport uint32_t
-from cpython.object cimport PyObject
+from libc.stdint cimport uint32_t, uint64_t
+from cpython.object cimport PyObject, PyTypeObject
 
 cdef extern from "hcltdx/pyconv.h":
     bint HCLTDX_LIKELY(bint) noexcept nogil
     bint HCLTDX_UNLIKELY(bint) noexcept nogil
     int hcltdx_u64_of(object o, unsigned long long *out) noexcept
     unsigned long hcltdx_thread_id() noexcept nogil
-    int hcltdx_long_small(PyObject *o, uint32_t *out) noexcept nogil
+    Py_ssize_t hcltdx_codes_of_items(PyObject **items, Py_ssize_t start, Py_ssize_t n,
+                                     PyTypeObject *field_type, const uint64_t *hi,
+                                     uint64_t *codes) noexcept nogil

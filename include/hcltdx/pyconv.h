@@ -78,32 +78,43 @@ static inline unsigned long hcltdx_thread_id(void)
     return (unsigned long)pthread_self();
 }
 
-/* The value of an int (a PyLong or a subclass: the caller has checked) in
- * 0..2**30-1 into *out: 1, read straight from a one-digit object. Anything
- * else: 0, with no exception set (larger values are for hcltdx_u64_of). */
-static inline int hcltdx_long_small(PyObject *o, uint32_t *out)
+/* Field codes of the items [start, n) of a list's or tuple's item array:
+ * each item whose type is `field_type` or exactly int, with a value whose
+ * bits 15-63 and bit 0 are clear, becomes codes[i] = raw | hi[raw >> 13].
+ * Returns the index of the first item that is anything else (for the
+ * caller's checks and error), or n when all were converted. No Python code
+ * runs and no reference changes hands: the items are borrowed. */
+static inline Py_ssize_t hcltdx_codes_of_items(PyObject *const *items, Py_ssize_t start,
+                                               Py_ssize_t n, PyTypeObject *field_type,
+                                               const uint64_t *hi, uint64_t *restrict codes)
 {
+    for (Py_ssize_t i = start; i < n; i++) {
+        PyObject *o = items[i];
+        PyTypeObject *t = Py_TYPE(o);
+        uint32_t raw;
+        if (HCLTDX_UNLIKELY(t != field_type && t != &PyLong_Type))
+            return i;
 #if PY_VERSION_HEX >= 0x030C0000
-    if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
-        Py_ssize_t v = PyUnstable_Long_CompactValue((PyLongObject *)o);
-        if (v >= 0 && v < (1 << 30)) {
-            *out = (uint32_t)v;
-            return 1;
-        }
-    }
-    return 0;
+        if (HCLTDX_UNLIKELY(!PyUnstable_Long_IsCompact((PyLongObject *)o)))
+            return i;
+        Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)o);
+        if (HCLTDX_UNLIKELY((size_t)c > 0x7FFE))
+            return i;
+        raw = (uint32_t)c;
 #else
-    switch (Py_SIZE(o)) {
-    case 0:
-        *out = 0;
-        return 1;
-    case 1: /* one digit: below 2**PyLong_SHIFT <= 2**30 */
-        *out = (uint32_t)((PyLongObject *)o)->ob_digit[0];
-        return 1;
-    default:
-        return 0;
-    }
+        /* 3.10/3.11: one digit, or none for 0 (a negative size is a negative
+         * int, two or more digits are 2**30 or more). */
+        Py_ssize_t size = Py_SIZE(o);
+        if (HCLTDX_UNLIKELY((size_t)size > 1))
+            return i;
+        raw = size ? (uint32_t)((PyLongObject *)o)->ob_digit[0] : 0;
 #endif
+        if (HCLTDX_UNLIKELY(raw & ~(uint32_t)0x7FFE))
+            return i;
+        codes[i] = raw | hi[raw >> 13];
+    }
+    return n;
 }
+
 
 #endif

@@ -71,18 +71,25 @@ cdef inline void io_init(mshv_tdcall *io, uint64_t leaf, uint64_t rcx, uint64_t 
     io.r11_out = 0
 
 
+cdef extern from *:
+    """
+    /* The bits a VMCS encoding's TDX field code adds to it, by VTL and width
+     * bits (docs/tdx-abi.md 7.4): field_size (32-33: Width16 1, Width32 2,
+     * Width64 and natural 3), context TD_VCPU (2 at 52-54), class VMCS_1 (36)
+     * or VMCS_2 (44) at 56-61. */
+    #define HCLTDX_CODE_HI(size, cls) (((uint64_t)(size) << 32) | ((uint64_t)2 << 52) | ((uint64_t)(cls) << 56))
+    static const uint64_t hcltdx_code_hi[2][4] = {
+        {HCLTDX_CODE_HI(1, 36), HCLTDX_CODE_HI(3, 36), HCLTDX_CODE_HI(2, 36), HCLTDX_CODE_HI(3, 36)},
+        {HCLTDX_CODE_HI(1, 44), HCLTDX_CODE_HI(3, 44), HCLTDX_CODE_HI(2, 44), HCLTDX_CODE_HI(3, 44)},
+    };
+    """
+    const uint64_t hcltdx_code_hi[2][4]
+
+
 cdef inline uint64_t vmcs_code(uint32_t raw, int vtl) noexcept nogil:
-    """TDG.VP.RD/WR field code of a VMCS encoding (docs/tdx-abi.md 7.4)."""
-    cdef uint32_t width = (raw >> 13) & 3
-    cdef uint64_t size
-    if width == 0:
-        size = 1
-    elif width == 2:
-        size = 2
-    else:
-        size = 3
-    return (<uint64_t>raw | (size << 32) | (<uint64_t>2 << 52)
-            | (<uint64_t>(44 if vtl else 36) << 56))
+    """TDG.VP.RD/WR field code of a VMCS encoding (docs/tdx-abi.md 7.4):
+    one table load (vtl 0 or anything else for 1)."""
+    return <uint64_t>raw | hcltdx_code_hi[vtl != 0][(raw >> 13) & 3]
 
 
 @cython.final

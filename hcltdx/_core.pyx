@@ -9,7 +9,7 @@ nogil sections and numpy views run over all of them.
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.long cimport PyLong_Check, PyLong_CheckExact, PyLong_AsUnsignedLongLong
 from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE,
                              PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release)
@@ -23,7 +23,8 @@ from posix.mman cimport (mmap, munmap, mlock, munlock, MAP_FAILED, PROT_READ,
 from hcltdx.includes.abi cimport (
     mshv_tdcall, hcl_run, tdx_vp_context, hcl_run_tdx, MSHV_VTL_TDCALL,
     MSHV_CREATE_VTL, MSHV_APIC_PAGE_OFFSET)
-from hcltdx.includes.pyconv cimport HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of, hcltdx_thread_id
+from hcltdx.includes.pyconv cimport (HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of,
+                                     hcltdx_thread_id, hcltdx_long_of_u64)
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
 
@@ -1696,13 +1697,13 @@ cdef class TdxRunner:
         """Read a 64-bit (or natural-width) VMCS field of ``vtl``'s L2 VM."""
         cdef uint64_t value
         _vmcs_read(self, vtl, field, 64, "read_vmcs64", &value)
-        return value
+        return hcltdx_long_of_u64(value)
 
     def read_vmcs32(self, vtl, field):
         """Read a 32-bit VMCS field."""
         cdef uint64_t value
         _vmcs_read(self, vtl, field, 32, "read_vmcs32", &value)
-        return <uint32_t>value
+        return hcltdx_long_of_u64(<uint32_t>value)
 
     def read_vmcs16(self, vtl, field):
         """Read a 16-bit VMCS field."""
@@ -1715,13 +1716,13 @@ cdef class TdxRunner:
         natural-width) field; returns the previous value."""
         cdef uint64_t old
         _vmcs_write(self, vtl, field, mask, value, 64, "write_vmcs64", &old)
-        return old
+        return hcltdx_long_of_u64(old)
 
     def write_vmcs32(self, vtl, field, mask, value):
         """Write a 32-bit field (mask and value are u32); returns the previous value."""
         cdef uint64_t old
         _vmcs_write(self, vtl, field, mask, value, 32, "write_vmcs32", &old)
-        return <uint32_t>old
+        return hcltdx_long_of_u64(<uint32_t>old)
 
     def write_vmcs16(self, vtl, field, mask, value):
         """Write a 16-bit field (mask and value are u16); returns the previous value."""
@@ -2097,3 +2098,146 @@ cdef class _Baseline:
         if _code(io.rax) != 0:
             raise VmcsAccessError(io.rax, LEAF_VP_RD, vp=vp)
         return last
+
+
+# ---- vectorcall entries of the single-field methods -----------------------------------
+#
+# Cython's wrapper of a ``def`` method parses keywords, takes a reference to
+# every argument and drops it again: ~45 instructions per call, a seventh of
+# a read_vmcs64. The six single-field VMCS methods get a METH_FASTCALL entry
+# of their own in the type's dict: a positional call with the right count
+# goes straight to _vmcs_read/_vmcs_write with the borrowed arguments; any
+# other call (keywords, a wrong count) is passed to the Cython method, so its
+# argument handling and its error messages stay exactly as they are. The
+# method descriptor checks ``self``'s type before either runs.
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef:
+        const char *ml_name
+        void *ml_meth
+        int ml_flags
+        const char *ml_doc
+    int METH_FASTCALL
+    int METH_KEYWORDS
+    object PyDescr_NewMethod(PyTypeObject *tp, PyMethodDef *meth)
+    object PyObject_Vectorcall(object callable, PyObject **args, size_t nargsf, PyObject *kwnames)
+    Py_ssize_t PyTuple_GET_SIZE(PyObject *t)
+    PyObject *PyTuple_GET_ITEM(PyObject *t, Py_ssize_t i)
+
+cdef enum:
+    _FORWARD_MAX = 8        # self + arguments forwarded without a heap array
+
+# The Cython methods, for every call the fast entries do not take.
+cdef object _orig_read64, _orig_read32, _orig_read16
+cdef object _orig_write64, _orig_write32, _orig_write16
+
+
+cdef object _forward(object orig, object self, PyObject **args, Py_ssize_t nargs,
+                     PyObject *kwnames):
+    """``orig(self, *args, **kwargs)`` for a vectorcall's arguments."""
+    cdef PyObject *buf[_FORWARD_MAX]
+    cdef Py_ssize_t i, nkw = 0 if kwnames == NULL else PyTuple_GET_SIZE(kwnames)
+    if nargs < 0 or nkw < 0:
+        raise SystemError("bad vectorcall arguments")
+    if 1 + nargs + nkw <= _FORWARD_MAX:
+        buf[0] = <PyObject *>self
+        for i in range(nargs + nkw):
+            buf[1 + i] = args[i]
+        return PyObject_Vectorcall(orig, buf, <size_t>(1 + nargs), kwnames)
+    return orig(self, *[<object>args[i] for i in range(nargs)],
+                **{<object>PyTuple_GET_ITEM(kwnames, i): <object>args[nargs + i] for i in range(nkw)})
+
+
+cdef object _fast_read_vmcs64(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef uint64_t value
+    if HCLTDX_LIKELY(nargs == 2 and kwnames == NULL):
+        _vmcs_read(<TdxRunner>self, <object>args[0], <object>args[1], 64, "read_vmcs64", &value)
+        return hcltdx_long_of_u64(value)
+    return _forward(_orig_read64, self, args, nargs, kwnames)
+
+
+cdef object _fast_read_vmcs32(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef uint64_t value
+    if HCLTDX_LIKELY(nargs == 2 and kwnames == NULL):
+        _vmcs_read(<TdxRunner>self, <object>args[0], <object>args[1], 32, "read_vmcs32", &value)
+        return hcltdx_long_of_u64(<uint32_t>value)
+    return _forward(_orig_read32, self, args, nargs, kwnames)
+
+
+cdef object _fast_read_vmcs16(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef uint64_t value
+    if HCLTDX_LIKELY(nargs == 2 and kwnames == NULL):
+        _vmcs_read(<TdxRunner>self, <object>args[0], <object>args[1], 16, "read_vmcs16", &value)
+        return <uint16_t>value
+    return _forward(_orig_read16, self, args, nargs, kwnames)
+
+
+cdef object _fast_write_vmcs64(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef uint64_t old
+    if HCLTDX_LIKELY(nargs == 4 and kwnames == NULL):
+        _vmcs_write(<TdxRunner>self, <object>args[0], <object>args[1], <object>args[2],
+                    <object>args[3], 64, "write_vmcs64", &old)
+        return hcltdx_long_of_u64(old)
+    return _forward(_orig_write64, self, args, nargs, kwnames)
+
+
+cdef object _fast_write_vmcs32(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef uint64_t old
+    if HCLTDX_LIKELY(nargs == 4 and kwnames == NULL):
+        _vmcs_write(<TdxRunner>self, <object>args[0], <object>args[1], <object>args[2],
+                    <object>args[3], 32, "write_vmcs32", &old)
+        return hcltdx_long_of_u64(<uint32_t>old)
+    return _forward(_orig_write32, self, args, nargs, kwnames)
+
+
+cdef object _fast_write_vmcs16(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef uint64_t old
+    if HCLTDX_LIKELY(nargs == 4 and kwnames == NULL):
+        _vmcs_write(<TdxRunner>self, <object>args[0], <object>args[1], <object>args[2],
+                    <object>args[3], 16, "write_vmcs16", &old)
+        return <uint16_t>old
+    return _forward(_orig_write16, self, args, nargs, kwnames)
+
+
+# The method definitions live as long as the module (descriptors point at them);
+# their names and docstrings are the Cython methods', kept alive in _fast_strings.
+cdef PyMethodDef _fast_defs[6]
+cdef list _fast_strings = []
+
+
+cdef extern from *:
+    """
+    /* Sets an attribute in a static extension type's own dict (the type is
+     * immutable to Python code) and drops the type's method cache. */
+    static int hcltdx_type_dict_set(PyObject *tp, PyObject *name, PyObject *value)
+    {
+        int rc = PyDict_SetItem(((PyTypeObject *)tp)->tp_dict, name, value);
+        PyType_Modified((PyTypeObject *)tp);
+        return rc;
+    }
+    """
+    int hcltdx_type_dict_set(object tp, object name, object value) except -1
+
+
+cdef object _install_fast(int i, str name, void *fn):
+    """Replaces TdxRunner.<name> by a METH_FASTCALL descriptor calling fn,
+    with the same signature and docstring; returns the Cython method."""
+    orig = TdxRunner.__dict__[name]
+    sig = getattr(orig, "__text_signature__", None)
+    text = (f"{name}{sig}\n--\n\n" if sig else "") + (orig.__doc__ or "")
+    cname, doc = name.encode(), text.encode()
+    _fast_strings.append((cname, doc))
+    _fast_defs[i].ml_name = cname
+    _fast_defs[i].ml_meth = fn
+    _fast_defs[i].ml_flags = METH_FASTCALL | METH_KEYWORDS
+    _fast_defs[i].ml_doc = doc
+    hcltdx_type_dict_set(TdxRunner, name, PyDescr_NewMethod(<PyTypeObject *>TdxRunner, &_fast_defs[i]))
+    return orig
+
+
+_orig_read64 = _install_fast(0, "read_vmcs64", <void *>_fast_read_vmcs64)
+_orig_read32 = _install_fast(1, "read_vmcs32", <void *>_fast_read_vmcs32)
+_orig_read16 = _install_fast(2, "read_vmcs16", <void *>_fast_read_vmcs16)
+_orig_write64 = _install_fast(3, "write_vmcs64", <void *>_fast_write_vmcs64)
+_orig_write32 = _install_fast(4, "write_vmcs32", <void *>_fast_write_vmcs32)
+_orig_write16 = _install_fast(5, "write_vmcs16", <void *>_fast_write_vmcs16)

@@ -5,6 +5,7 @@ Expected registers and values come from docs/tdx-abi.md (sections 2.6, 3,
 """
 
 import gc
+import sys
 import threading
 
 import numpy as np
@@ -801,3 +802,94 @@ def test_raw_tdcall_limits(hcl, sim):
     bad = hcl.tdcall(0, TdCallLeaf.VP_RD, rcx=1, rdx=0x2420000300006802)
     assert type(bad.rax) is hcltdx.TdCallResult
     assert bad.rax.code == TdCallResultCode.OPERAND_INVALID and bad.rax.details == 1
+
+
+# The single-field methods build their result int in place on CPython 3.10/3.11
+# (one to three 30-bit digits) and take small values from CPython's cache; the
+# result must be indistinguishable from the int CPython makes.
+RESULT_VALUES = sorted(set(DIGIT_BOUNDARIES + [255, 256, 257, 258, (1 << 32) - 1, 1 << 32]))
+
+
+def _same_int(got, want):
+    assert type(got) is int
+    assert got == want and hash(got) == hash(want) and repr(got) == repr(want)
+    assert got.bit_length() == want.bit_length()
+    assert sys.getsizeof(got) == sys.getsizeof(want)
+    assert got.to_bytes(8, "little") == want.to_bytes(8, "little")
+    assert -got == -want and got + 1 == want + 1 and got >> 1 == want >> 1
+
+
+@pytest.mark.parametrize("value", RESULT_VALUES, ids=hex)
+def test_results_are_ints_as_cpython_makes_them(runner, value):
+    rip = VmcsField.VMX_VMCS_GUEST_RIP
+    runner.write_vmcs64(VTL0, rip, (1 << 64) - 1, value)
+    _same_int(runner.read_vmcs64(VTL0, rip), value)
+    _same_int(runner.write_vmcs64(VTL0, rip, (1 << 64) - 1, value), value)  # the old value
+    if value <= 256:
+        assert runner.read_vmcs64(VTL0, rip) is value  # CPython's small-int cache
+    limit = VmcsField.VMX_VMCS_GUEST_ES_LIMIT  # 32 bits, read and write masks all ones
+    v32 = value & 0xFFFF_FFFF
+    runner.write_vmcs32(VTL0, limit, 0xFFFF_FFFF, v32)
+    _same_int(runner.read_vmcs32(VTL0, limit), v32)
+    _same_int(runner.write_vmcs32(VTL0, limit, 0xFFFF_FFFF, v32), v32)
+    sel = VmcsField.VMX_VMCS_GUEST_ES_SELECTOR  # 16 bits
+    v16 = value & 0xFFFF
+    runner.write_vmcs16(VTL0, sel, 0xFFFF, v16)
+    _same_int(runner.read_vmcs16(VTL0, sel), v16)
+
+
+# Each single-field method has a vectorcall entry of its own for a positional
+# call; every other call goes to the method's keyword-aware implementation.
+SINGLE_FIELD = [
+    ("read_vmcs64", 2, VmcsField.VMX_VMCS_GUEST_RIP, 64),
+    ("read_vmcs32", 2, VmcsField.VMX_VMCS_GUEST_ES_LIMIT, 32),
+    ("read_vmcs16", 2, VmcsField.VMX_VMCS_GUEST_ES_SELECTOR, 16),
+    ("write_vmcs64", 4, VmcsField.VMX_VMCS_GUEST_RIP, 64),
+    ("write_vmcs32", 4, VmcsField.VMX_VMCS_GUEST_ES_LIMIT, 32),
+    ("write_vmcs16", 4, VmcsField.VMX_VMCS_GUEST_ES_SELECTOR, 16),
+]
+
+
+@pytest.mark.parametrize("name,nargs,field,bits", SINGLE_FIELD, ids=[s[0] for s in SINGLE_FIELD])
+def test_single_field_methods_keep_their_python_interface(runner, sim, name, nargs, field, bits):
+    import inspect
+
+    params = ["vtl", "field"] + (["mask", "value"] if nargs == 4 else [])
+    meth = getattr(hcltdx.TdxRunner, name)
+    assert list(inspect.signature(meth).parameters)[1:] == params
+    assert meth.__doc__ and meth.__qualname__ == f"TdxRunner.{name}"
+    bound = getattr(runner, name)
+    ones = (1 << bits) - 1
+    getattr(runner, f"write_vmcs{bits}")(VTL0, field, ones, 0x1234)
+    pos = (VTL0, field) + ((ones, 0x1234 & ones) if nargs == 4 else ())
+    want = bound(*pos)
+    # Keywords, all or some, and the unbound form give the same call.
+    if nargs == 4:
+        assert bound(vtl=VTL0, field=field, mask=ones, value=0x1234) == 0x1234
+        assert bound(VTL0, field, ones, value=0x1234) == 0x1234
+        assert meth(runner, *pos) == 0x1234
+    else:
+        assert bound(vtl=VTL0, field=field) == want == 0x1234
+        assert bound(VTL0, field=field) == want
+        assert meth(runner, *pos) == want
+    before = sim.counters()
+    # Wrong counts and names: the method's own messages, before any tdcall.
+    for args in [(), pos[:1], pos + (0,), pos + (0,) * 8]:
+        with pytest.raises(TypeError, match=rf"{name}\(\) takes exactly {nargs} positional "
+                                            rf"arguments \({len(args)} given\)"):
+            bound(*args)
+    with pytest.raises(TypeError, match=f"{name}.. got an unexpected keyword argument 'bogus'"):
+        bound(*pos, bogus=1)
+    with pytest.raises(TypeError, match=rf"{name}\(\) got multiple values for keyword argument 'vtl'"):
+        bound(*pos, vtl=VTL0)
+    with pytest.raises(TypeError, match="multiple values|unexpected keyword"):
+        bound(*pos, **{f"k{i}": i for i in range(10)})  # more than the forwarding buffer
+    with pytest.raises(TypeError, match="doesn't apply to a 'int' object"):
+        meth(0, *pos)
+    with pytest.raises(TypeError, match="needs an argument"):
+        meth()
+    assert sim.counters() == before
+    # Bad values through the positional entry are refused as before.
+    with pytest.raises(ValueError, match="vtl"):
+        bound(2, *pos[1:])
+    assert sim.counters() == before

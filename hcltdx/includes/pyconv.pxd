@@ -8,6 +8,7 @@ cdef extern from "hcltdx/pyconv.h":
     bint HCLTDX_UNLIKELY(bint) noexcept nogil
     int hcltdx_u64_of(object o, unsigned long long *out) noexcept
     unsigned long hcltdx_thread_id() noexcept nogil
+    object hcltdx_long_of_u64(unsigned long long v)
     Py_ssize_t hcltdx_codes_of_items(PyObject **items, Py_ssize_t start, Py_ssize_t n,
                                      PyTypeObject *field_type, const uint64_t *hi,
                                      uint64_t *codes) noexcept nogil

@@ -4,6 +4,7 @@
 #define HCLTDX_PYCONV_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -69,6 +70,34 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
     }
     *out = v;
     return 0;
+}
+
+/* A new reference to the int of value v (NULL with MemoryError set if it
+ * cannot be allocated). CPython 3.10/3.11: an int above the small-int cache
+ * is built as CPython's own constructor builds it (PyObject_Malloc of the
+ * header and 1-3 30-bit digits, PyObject_InitVar, digits least significant
+ * first, no leading zero digit), without its digit-counting loop; values up
+ * to 256 come from CPython's cache. Elsewhere: PyLong_FromUnsignedLongLong. */
+static inline PyObject *hcltdx_long_of_u64(unsigned long long v)
+{
+#if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
+    if (HCLTDX_LIKELY(v > 256)) {
+        Py_ssize_t n = v < (1ULL << 30) ? 1 : v < (1ULL << 60) ? 2 : 3;
+        PyLongObject *o = (PyLongObject *)PyObject_Malloc(offsetof(PyLongObject, ob_digit) +
+                                                          (size_t)n * sizeof(digit));
+        if (HCLTDX_UNLIKELY(o == NULL))
+            return PyErr_NoMemory();
+        o->ob_digit[0] = (digit)(v & PyLong_MASK);
+        if (n > 1)
+            o->ob_digit[1] = (digit)((v >> PyLong_SHIFT) & PyLong_MASK);
+        if (n > 2)
+            o->ob_digit[2] = (digit)(v >> (2 * PyLong_SHIFT));
+        return (PyObject *)PyObject_InitVar((PyVarObject *)o, &PyLong_Type, n);
+    }
+    return PyLong_FromLong((long)v);
+#else
+    return PyLong_FromUnsignedLongLong(v);
+#endif
 }
 
 /* The calling thread's id, the value PyThread_get_thread_ident() returns on

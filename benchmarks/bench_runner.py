@@ -1,15 +1,16 @@
 """Single-call costs of the runner on the simulator, against yardsticks
 measured in the same run.
 
-    python benchmarks/bench_runner.py [--quick] [--rust PATH]
+    python benchmarks/bench_runner.py [--quick] [--rust PATH] [--ir] [--cpu N]
 
 Yardsticks: a no-op ``cpdef`` method called with three ints (the cost of any
 Cython method call from Python), and a compiled loop over the same C backend
 table (``_Baseline.table_loop``; with ``--rust PATH`` also the per-call time
 printed by the Rust program at PATH, see benchmarks/rust_table/; the batch
 rows are compared with the same program reading the batch's 64 fields in a
-loop). Every timing is the best of several interleaved rounds; ratios come
-from one run.
+loop). Every timing is the best of several interleaved rounds, the Rust
+program's runs among them; ratios come from one run. The process (and the
+Rust program) runs pinned to one CPU.
 
 The VMCS value read is a large one (CR3 = 0x1_2345_6000 is written first), so
 the result is a fresh Python int as users get, not a cached small int.
@@ -59,18 +60,23 @@ def best_ns(fn, n, rounds):
 
 def interleaved(cases, n, rounds):
     """{name: best ns/call}, running each case once per round so that a noisy
-    spell of the machine hits every case alike."""
+    spell of the machine hits every case alike. A case that returns a number
+    (a program timing itself) gives that number instead of its wall time."""
     best = {name: float("inf") for name, _ in cases}
     for _ in range(rounds):
         for name, fn in cases:
-            best[name] = min(best[name], best_ns(fn, n, 1))
+            t0 = time.perf_counter_ns()
+            got = fn(n)
+            t = got if isinstance(got, float) else (time.perf_counter_ns() - t0) / n
+            best[name] = min(best[name], t)
     return best
 
 
-def rust_ns(path, iters, codes=None):
+def rust_ns(path, iters, codes=None, runs=5):
     """ns per VP.RD of the Rust table loop; with ``codes``, ns per field of a
-    loop over those field codes (each value cut to its width)."""
-    argv = [path, str(iters)] + ([",".join(f"{c:x}" for c in codes)] if codes else [])
+    loop over those field codes (each value cut to its width). The best of
+    ``runs`` timed runs of iters/5 calls."""
+    argv = [path, str(iters), ",".join(f"{c:x}" for c in codes) if codes else "-", str(runs)]
     key = "rust_batch_ns_per_field" if codes else "rust_vp_rd_ns_per_call"
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
@@ -162,7 +168,11 @@ def main(argv=None):
     ap.add_argument("--rust", metavar="PATH", help="Rust table-loop binary (benchmarks/rust_table)")
     ap.add_argument("--ir", action="store_true", help="also count instructions per call (callgrind)")
     ap.add_argument("--ir-child", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--cpu", type=int, help="CPU to pin to (default: the first this process may use)")
     args = ap.parse_args(argv)
+    # One CPU for the whole run, the Rust program included (it inherits it):
+    # a migration mid-round costs more than the calls being timed.
+    os.sched_setaffinity(0, {args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))})
     n = 200_000 if args.quick else 1_000_000
     rounds = 5 if args.quick else 9
 
@@ -248,12 +258,18 @@ def main(argv=None):
         instructions(single_cases, 20_000, args.ir_child)
         instructions(batch_cases, 500, args.ir_child)
         return 0
+    # The Rust program runs inside the same rounds, one timed run of as many
+    # calls as the Python cases make each time, so that load on the machine
+    # falls on both sides alike and each side's figure is a best of `rounds`.
+    codes64 = [vmcs_field_code(f, vtl) for f in fields64]
+    if args.rust:
+        single_cases.append(("rust", lambda k: rust_ns(args.rust, 5 * k, runs=1)))
+        batch_cases.append(("rust64", lambda k: 64 * rust_ns(args.rust, 5 * 64 * k, codes64, runs=1)))
     single = interleaved(single_cases, n, rounds)
     batch = interleaved(batch_cases, nb, rounds)
     per_field = {k: v / 64 for k, v in batch.items()}
-    t_rust = rust_ns(args.rust, 20_000_000) if args.rust else None
-    codes64 = [vmcs_field_code(f, vtl) for f in fields64]
-    t_rust64 = rust_ns(args.rust, 20_000_000, codes64) if args.rust else None
+    t_rust = single.get("rust")
+    t_rust64 = per_field.get("rust64")
 
     t0 = single["noop3"]
     tt = single["table"]

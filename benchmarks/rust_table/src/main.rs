@@ -2,12 +2,13 @@
 //! backend table (`hcltdx_sim_backend_ops`) the Cython core calls: the
 //! compiled-caller yardstick of benchmarks/bench_runner.py.
 //!
-//!     cargo run --release -- [iterations] [code,code,...]
+//!     cargo run --release -- [iterations] [code,code,...|-] [runs]
 //!
 //! With a list of field codes (hex), one iteration reads each of them in
 //! turn, each value cut to its field's width (what a Rust caller's
 //! read_vmcs16/32/64 does), and the time is reported per field: the
-//! yardstick of a batch over the same fields.
+//! yardstick of a batch over the same fields. The time printed is the best
+//! of `runs` timed runs (default 5), after a warm-up of a tenth of them.
 use std::ffi::{c_char, c_int, c_void};
 use std::hint::black_box;
 use std::time::Instant;
@@ -59,7 +60,8 @@ fn parse_codes(arg: &str) -> Vec<u64> {
 fn main() {
     let mut args = std::env::args().skip(1);
     let iters: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
-    let codes: Option<Vec<u64>> = args.next().map(|a| parse_codes(&a));
+    let codes: Option<Vec<u64>> = args.next().filter(|a| a != "-").map(|a| parse_codes(&a));
+    let runs: u64 = args.next().and_then(|s| s.parse().ok()).filter(|&r| r > 0).unwrap_or(5);
     // hcltdx_sim_config is a plain C struct; the defaults (1 VP, 64 MiB) suit.
     let mut cfg = [0u64; 16];
     let mut err: c_int = 0;
@@ -85,8 +87,8 @@ fn main() {
                 t0.elapsed().as_nanos() as f64 / n as f64
             };
             run(iters / 10);
-            let best = (0..5).map(|_| run(iters / 5)).fold(f64::INFINITY, f64::min);
-            println!("rust_vp_rd_ns_per_call {best:.1} (best of 5 runs of {} calls)", iters / 5);
+            let best = (0..runs).map(|_| run(iters / 5)).fold(f64::INFINITY, f64::min);
+            println!("rust_vp_rd_ns_per_call {best:.1} (best of {runs} runs of {} calls)", iters / 5);
         }
         Some(codes) => {
             let mut out = vec![0u64; codes.len()];
@@ -102,9 +104,9 @@ fn main() {
                 t0.elapsed().as_nanos() as f64 / (n * codes.len() as u64) as f64
             };
             run(per / 10);
-            let best = (0..5).map(|_| run(per / 5)).fold(f64::INFINITY, f64::min);
+            let best = (0..runs).map(|_| run(per / 5)).fold(f64::INFINITY, f64::min);
             println!(
-                "rust_batch_ns_per_field {best:.1} (best of 5 runs of {} rounds of {} fields)",
+                "rust_batch_ns_per_field {best:.1} (best of {runs} runs of {} rounds of {} fields)",
                 per / 5,
                 codes.len()
             );

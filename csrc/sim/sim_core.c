@@ -189,13 +189,12 @@ void sim_vp_lock_contended(struct sim_vp *v)
     }
 }
 
-/* The body of hcltdx_sim_tdcall, inlined into it and into the backend
- * table's entry (sim_backend_tdcall below), which returns a positive errno. */
-static inline __attribute__((always_inline)) int sim_tdcall_body(hcltdx_sim *sim, uint32_t vp,
-                                                                 struct mshv_tdcall *io)
+/* Any tdcall of a valid VP: the leaf's dispatch, the call log, the synthetic
+ * guest, injected faults. Out of line, so that the VMCS fast path below
+ * saves no registers for it. */
+static __attribute__((noinline)) int sim_tdcall_general(hcltdx_sim *sim, uint32_t vp,
+                                                        struct mshv_tdcall *io)
 {
-    if (!sim || !io || vp >= sim->cfg.vp_count)
-        return EINVAL;
     /* Registers are read straight from the caller's struct; a copy of the
      * inputs is made only for the call log. The kernel copies RCX, RDX, R8,
      * R9 in; R10-R15 enter as 0. */
@@ -240,6 +239,44 @@ static inline __attribute__((always_inline)) int sim_tdcall_body(hcltdx_sim *sim
         sim_log_append(sim, vp, injected, &in, io);
     sim_vp_unlock(v);
     return 0;
+}
+
+
+/* The body of hcltdx_sim_tdcall, inlined into it and into the backend
+ * table's entry (sim_backend_tdcall below), which returns a positive errno.
+ * A VP.RD or VP.WR with no call log, no synthetic guest and no fault armed
+ * for its leaf is run here, in one pass under the VP's lock; anything else,
+ * and any access the one-pass path does not take (a refusal, the start of an
+ * enumeration), goes to sim_tdcall_general, which decides it from scratch
+ * (sim_vmcs_fast changes nothing when it declines). */
+static inline __attribute__((always_inline)) int sim_tdcall_body(hcltdx_sim *sim, uint32_t vp,
+                                                                 struct mshv_tdcall *io)
+{
+    if (!sim || !io || vp >= sim->cfg.vp_count)
+        return EINVAL;
+    uint64_t leaf = io->rax;
+    if (__builtin_expect(leaf == LEAF_VP_RD || leaf == LEAF_VP_WR, 1)) {
+        int write = leaf == LEAF_VP_WR;
+        uint32_t slot = write ? HCLTDX_SIM_SLOT_VP_WR : HCLTDX_SIM_SLOT_VP_RD;
+        if (__builtin_expect(
+                (atomic_load_explicit(&sim->log_cap, memory_order_relaxed) |
+                 (size_t)atomic_load_explicit(&sim->guest.enabled, memory_order_relaxed) |
+                 (size_t)atomic_load_explicit(&sim->fault_armed[slot], memory_order_relaxed)) == 0,
+                1)) {
+            struct sim_vp *v = &sim->vps[vp];
+            /* Only an uncontended lock is taken here (a held one is waited
+             * for on the general path): the fast path makes no call, so it
+             * keeps everything in scratch registers. */
+            if (__builtin_expect(!atomic_exchange_explicit(&v->busy, 1, memory_order_acquire), 1)) {
+                int done = sim_vmcs_fast(v, write, io);
+                v->calls[slot] += (uint64_t)done;
+                sim_vp_unlock(v);
+                if (__builtin_expect(done, 1))
+                    return 0;
+            }
+        }
+    }
+    return sim_tdcall_general(sim, vp, io);
 }
 
 int hcltdx_sim_tdcall(hcltdx_sim *sim, uint32_t vp, struct mshv_tdcall *io)

@@ -162,9 +162,12 @@ void sim_guest_sync(hcltdx_sim *sim, uint32_t vp);
 #define CLASS_VMCS_1 36u
 #define CLASS_VMCS_2 44u
 #define ID_LOW_BITS ((1ull << 56) - 1)
-extern uint64_t sim_vmcs_id_low[SIM_MAX_FIELDS];
-extern uint64_t sim_vmcs_next_id[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
-extern uint64_t sim_vmcs_rmask[SIM_MAX_FIELDS], sim_vmcs_wmask[SIM_MAX_FIELDS];
+/* Hidden: internal to the model's shared object, so its code reaches them
+ * without a load from the GOT. */
+#define SIM_HIDDEN __attribute__((visibility("hidden")))
+extern SIM_HIDDEN uint64_t sim_vmcs_id_low[SIM_MAX_FIELDS];
+extern SIM_HIDDEN uint64_t sim_vmcs_next_id[HCLTDX_SIM_NUM_L2_VMS][SIM_MAX_FIELDS];
+extern SIM_HIDDEN uint64_t sim_vmcs_rmask[SIM_MAX_FIELDS], sim_vmcs_wmask[SIM_MAX_FIELDS];
 
 /* The common call, a VP.RD or VP.WR of a VMCS field that succeeds, in one
  * pass over the caller's registers: the same decode and rules as

@@ -24,6 +24,7 @@ from hcltdx.includes.abi cimport (
     mshv_tdcall, hcl_run, tdx_vp_context, hcl_run_tdx, MSHV_VTL_TDCALL,
     MSHV_CREATE_VTL, MSHV_APIC_PAGE_OFFSET)
 from hcltdx.includes.pyconv cimport (HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of,
+                                     hcltdx_u64_of_p, hcltdx_u30_of, hcltdx_u30_of_p,
                                      hcltdx_thread_id, hcltdx_long_of_u64)
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
@@ -31,6 +32,7 @@ from hcltdx._sim cimport Sim
 import errno as errno_mod
 import os
 import warnings
+import threading
 import weakref
 
 import numpy as np
@@ -131,14 +133,31 @@ cdef int _vtl_slow(object vtl) except -1:
 
 
 cdef inline int _vtl_of(object vtl) except -1:
-    cdef unsigned long long v
+    cdef uint32_t v
     if vtl is _VTL0:
         return 0
     if vtl is _VTL1:
         return 1
-    if PyLong_CheckExact(vtl) and hcltdx_u64_of(vtl, &v) == 0 and v <= 1:
+    if PyLong_CheckExact(vtl) and hcltdx_u30_of(vtl, &v) and v <= 1:
         return <int>v
     return _vtl_slow(vtl)
+
+
+cdef extern from "Python.h":
+    PyTypeObject PyLong_Type
+    PyTypeObject *_type_of "Py_TYPE" (PyObject *o) noexcept nogil
+
+
+cdef inline int _vtl_of_p(PyObject *vtl) except -1:
+    """_vtl_of for a borrowed argument (no reference taken on the fast path)."""
+    cdef uint32_t v
+    if vtl == <PyObject *>_VTL0:
+        return 0
+    if vtl == <PyObject *>_VTL1:
+        return 1
+    if _type_of(vtl) == &PyLong_Type and hcltdx_u30_of_p(vtl, &v) and v <= 1:
+        return <int>v
+    return _vtl_slow(<object>vtl)
 
 
 cdef uint32_t _field_slow(object field) except? 0xFFFFFFFF:
@@ -150,11 +169,21 @@ cdef uint32_t _field_slow(object field) except? 0xFFFFFFFF:
 
 
 cdef inline uint32_t _field_of(object field) except? 0xFFFFFFFF:
-    cdef unsigned long long v
+    cdef uint32_t v
     if ((type(field) is _VmcsFieldType or PyLong_CheckExact(field))
-            and hcltdx_u64_of(field, &v) == 0 and v <= 0xFFFFFF):
-        return <uint32_t>v
+            and hcltdx_u30_of(field, &v) and v <= 0xFFFFFF):
+        return v
     return _field_slow(field)
+
+
+cdef inline uint32_t _field_of_p(PyObject *field) except? 0xFFFFFFFF:
+    """_field_of for a borrowed argument (no reference taken on the fast path)."""
+    cdef uint32_t v
+    cdef PyTypeObject *t = _type_of(field)
+    if ((t == <PyTypeObject *>_VmcsFieldType or t == &PyLong_Type)
+            and hcltdx_u30_of_p(field, &v) and v <= 0xFFFFFF):
+        return v
+    return _field_slow(<object>field)
 
 
 cdef int _u64_error(object value, str name) except -1:
@@ -1461,18 +1490,30 @@ cdef int _bad_reg(object value, str name, int bits) except -1:
     return _uint_error(value, name, bits)
 
 
-cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str method,
-                           uint64_t *out) except -1:
+# The width of a single-field access, as the type of its result: one copy of
+# _vmcs_read and _vmcs_write per width, each called from one place (its
+# vectorcall entry) so the compiler folds the width in and inlines it there.
+ctypedef fused vmcs_width:
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline int _vmcs_read(TdxRunner r, PyObject *vtl, PyObject *field, str method,
+                           vmcs_width *out) except -1:
+    # The arguments are borrowed from the caller (who holds them for the
+    # call); objects are made of them only on the cold paths.
+    cdef int bits = sizeof(vmcs_width) * 8
     cdef mshv_tdcall io
     cdef uint32_t raw
     cdef int v, err
     cdef const hcltdx_backend_ops *ops
     if HCLTDX_UNLIKELY(not runner_ready(r)):
         r._enter()
-    raw = _field_of(field)
-    v = _vtl_of(vtl)
+    raw = _field_of_p(field)
+    v = _vtl_of_p(vtl)
     if HCLTDX_UNLIKELY(not _width_ok(raw, bits)):
-        _bad_width(method, field, raw)
+        _bad_width(method, <object>field, raw)
     io_init(&io, LEAF_VP_RD, 0, vmcs_code(raw, v), 0, 0)
     # _runner_call spelled out: gcc keeps it out of line here.
     ops = r.hcl.ops
@@ -1483,13 +1524,15 @@ cdef inline int _vmcs_read(TdxRunner r, object vtl, object field, int bits, str 
     else:
         _runner_blocking(r, &io)
     if HCLTDX_UNLIKELY(_code(io.rax) != 0):
-        return _raise_vmcs(r, io.rax, LEAF_VP_RD, field, v)
-    out[0] = io.r8
+        return _raise_vmcs(r, io.rax, LEAF_VP_RD, <object>field, v)
+    out[0] = <vmcs_width>io.r8
     return 0
 
 
-cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, object value,
-                            int bits, str method, uint64_t *old) except -1:
+cdef inline int _vmcs_write(TdxRunner r, PyObject *vtl, PyObject *field, PyObject *mask,
+                            PyObject *value, str method, vmcs_width *old) except -1:
+    # Borrowed arguments, as in _vmcs_read.
+    cdef int bits = sizeof(vmcs_width) * 8
     cdef mshv_tdcall io
     cdef uint32_t raw
     cdef int v, err
@@ -1497,14 +1540,14 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
     cdef unsigned long long m = 0, val = 0  # set before use; 0 keeps gcc from guessing
     if HCLTDX_UNLIKELY(not runner_ready(r)):
         r._enter()
-    raw = _field_of(field)
-    v = _vtl_of(vtl)
+    raw = _field_of_p(field)
+    v = _vtl_of_p(vtl)
     if HCLTDX_UNLIKELY(not _width_ok(raw, bits)):
-        _bad_width(method, field, raw)
-    if HCLTDX_UNLIKELY(hcltdx_u64_of(mask, &m) != 0 or (bits < 64 and (m >> bits) != 0)):
-        _bad_reg(mask, "mask", bits)
-    if HCLTDX_UNLIKELY(hcltdx_u64_of(value, &val) != 0 or (bits < 64 and (val >> bits) != 0)):
-        _bad_reg(value, "value", bits)
+        _bad_width(method, <object>field, raw)
+    if HCLTDX_UNLIKELY(hcltdx_u64_of_p(mask, &m) != 0 or (bits < 64 and (m >> bits) != 0)):
+        _bad_reg(<object>mask, "mask", bits)
+    if HCLTDX_UNLIKELY(hcltdx_u64_of_p(value, &val) != 0 or (bits < 64 and (val >> bits) != 0)):
+        _bad_reg(<object>value, "value", bits)
     io_init(&io, LEAF_VP_WR, 0, vmcs_code(raw, v), val, m)
     ops = r.hcl.ops  # _runner_call spelled out, as in _vmcs_read
     if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
@@ -1514,8 +1557,8 @@ cdef inline int _vmcs_write(TdxRunner r, object vtl, object field, object mask, 
     else:
         _runner_blocking(r, &io)
     if HCLTDX_UNLIKELY(_code(io.rax) != 0):
-        return _raise_vmcs(r, io.rax, LEAF_VP_WR, field, v)
-    old[0] = io.r8
+        return _raise_vmcs(r, io.rax, LEAF_VP_WR, <object>field, v)
+    old[0] = <vmcs_width>io.r8
     return 0
 
 
@@ -1695,40 +1738,43 @@ cdef class TdxRunner:
 
     def read_vmcs64(self, vtl, field):
         """Read a 64-bit (or natural-width) VMCS field of ``vtl``'s L2 VM."""
-        cdef uint64_t value
-        _vmcs_read(self, vtl, field, 64, "read_vmcs64", &value)
-        return hcltdx_long_of_u64(value)
+        cdef PyObject *args[2]
+        args[0], args[1] = <PyObject *>vtl, <PyObject *>field
+        return _fast_read_vmcs64(self, args, 2, NULL)
 
     def read_vmcs32(self, vtl, field):
         """Read a 32-bit VMCS field."""
-        cdef uint64_t value
-        _vmcs_read(self, vtl, field, 32, "read_vmcs32", &value)
-        return hcltdx_long_of_u64(<uint32_t>value)
+        cdef PyObject *args[2]
+        args[0], args[1] = <PyObject *>vtl, <PyObject *>field
+        return _fast_read_vmcs32(self, args, 2, NULL)
 
     def read_vmcs16(self, vtl, field):
         """Read a 16-bit VMCS field."""
-        cdef uint64_t value
-        _vmcs_read(self, vtl, field, 16, "read_vmcs16", &value)
-        return <uint16_t>value
+        cdef PyObject *args[2]
+        args[0], args[1] = <PyObject *>vtl, <PyObject *>field
+        return _fast_read_vmcs16(self, args, 2, NULL)
 
     def write_vmcs64(self, vtl, field, mask, value):
         """Write the bits of ``value`` selected by ``mask`` into a 64-bit (or
         natural-width) field; returns the previous value."""
-        cdef uint64_t old
-        _vmcs_write(self, vtl, field, mask, value, 64, "write_vmcs64", &old)
-        return hcltdx_long_of_u64(old)
+        cdef PyObject *args[4]
+        args[0], args[1] = <PyObject *>vtl, <PyObject *>field
+        args[2], args[3] = <PyObject *>mask, <PyObject *>value
+        return _fast_write_vmcs64(self, args, 4, NULL)
 
     def write_vmcs32(self, vtl, field, mask, value):
         """Write a 32-bit field (mask and value are u32); returns the previous value."""
-        cdef uint64_t old
-        _vmcs_write(self, vtl, field, mask, value, 32, "write_vmcs32", &old)
-        return hcltdx_long_of_u64(<uint32_t>old)
+        cdef PyObject *args[4]
+        args[0], args[1] = <PyObject *>vtl, <PyObject *>field
+        args[2], args[3] = <PyObject *>mask, <PyObject *>value
+        return _fast_write_vmcs32(self, args, 4, NULL)
 
     def write_vmcs16(self, vtl, field, mask, value):
         """Write a 16-bit field (mask and value are u16); returns the previous value."""
-        cdef uint64_t old
-        _vmcs_write(self, vtl, field, mask, value, 16, "write_vmcs16", &old)
-        return <uint16_t>old
+        cdef PyObject *args[4]
+        args[0], args[1] = <PyObject *>vtl, <PyObject *>field
+        args[2], args[3] = <PyObject *>mask, <PyObject *>value
+        return _fast_write_vmcs16(self, args, 4, NULL)
 
     def write_msr_bitmap(self, vtl, i, mask, word):
         """Write the bits of ``word`` selected by ``mask`` into 64-bit word
@@ -2149,53 +2195,50 @@ cdef object _forward(object orig, object self, PyObject **args, Py_ssize_t nargs
 
 
 cdef object _fast_read_vmcs64(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef uint64_t value
+    cdef uint64_t value = 0
     if HCLTDX_LIKELY(nargs == 2 and kwnames == NULL):
-        _vmcs_read(<TdxRunner>self, <object>args[0], <object>args[1], 64, "read_vmcs64", &value)
+        _vmcs_read(<TdxRunner>self, args[0], args[1], "read_vmcs64", &value)
         return hcltdx_long_of_u64(value)
     return _forward(_orig_read64, self, args, nargs, kwnames)
 
 
 cdef object _fast_read_vmcs32(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef uint64_t value
+    cdef uint32_t value = 0
     if HCLTDX_LIKELY(nargs == 2 and kwnames == NULL):
-        _vmcs_read(<TdxRunner>self, <object>args[0], <object>args[1], 32, "read_vmcs32", &value)
-        return hcltdx_long_of_u64(<uint32_t>value)
+        _vmcs_read(<TdxRunner>self, args[0], args[1], "read_vmcs32", &value)
+        return hcltdx_long_of_u64(value)
     return _forward(_orig_read32, self, args, nargs, kwnames)
 
 
 cdef object _fast_read_vmcs16(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef uint64_t value
+    cdef uint16_t value = 0
     if HCLTDX_LIKELY(nargs == 2 and kwnames == NULL):
-        _vmcs_read(<TdxRunner>self, <object>args[0], <object>args[1], 16, "read_vmcs16", &value)
-        return <uint16_t>value
+        _vmcs_read(<TdxRunner>self, args[0], args[1], "read_vmcs16", &value)
+        return value
     return _forward(_orig_read16, self, args, nargs, kwnames)
 
 
 cdef object _fast_write_vmcs64(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef uint64_t old
+    cdef uint64_t old = 0
     if HCLTDX_LIKELY(nargs == 4 and kwnames == NULL):
-        _vmcs_write(<TdxRunner>self, <object>args[0], <object>args[1], <object>args[2],
-                    <object>args[3], 64, "write_vmcs64", &old)
+        _vmcs_write(<TdxRunner>self, args[0], args[1], args[2], args[3], "write_vmcs64", &old)
         return hcltdx_long_of_u64(old)
     return _forward(_orig_write64, self, args, nargs, kwnames)
 
 
 cdef object _fast_write_vmcs32(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef uint64_t old
+    cdef uint32_t old = 0
     if HCLTDX_LIKELY(nargs == 4 and kwnames == NULL):
-        _vmcs_write(<TdxRunner>self, <object>args[0], <object>args[1], <object>args[2],
-                    <object>args[3], 32, "write_vmcs32", &old)
-        return hcltdx_long_of_u64(<uint32_t>old)
+        _vmcs_write(<TdxRunner>self, args[0], args[1], args[2], args[3], "write_vmcs32", &old)
+        return hcltdx_long_of_u64(old)
     return _forward(_orig_write32, self, args, nargs, kwnames)
 
 
 cdef object _fast_write_vmcs16(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef uint64_t old
+    cdef uint16_t old = 0
     if HCLTDX_LIKELY(nargs == 4 and kwnames == NULL):
-        _vmcs_write(<TdxRunner>self, <object>args[0], <object>args[1], <object>args[2],
-                    <object>args[3], 16, "write_vmcs16", &old)
-        return <uint16_t>old
+        _vmcs_write(<TdxRunner>self, args[0], args[1], args[2], args[3], "write_vmcs16", &old)
+        return old
     return _forward(_orig_write16, self, args, nargs, kwnames)
 
 
@@ -2241,3 +2284,14 @@ _orig_read16 = _install_fast(2, "read_vmcs16", <void *>_fast_read_vmcs16)
 _orig_write64 = _install_fast(3, "write_vmcs64", <void *>_fast_write_vmcs64)
 _orig_write32 = _install_fast(4, "write_vmcs32", <void *>_fast_write_vmcs32)
 _orig_write16 = _install_fast(5, "write_vmcs16", <void *>_fast_write_vmcs16)
+
+
+def _thread_id():
+    """The owner id hcltdx gives the calling thread (tests compare it with
+    threading.get_ident())."""
+    return hcltdx_thread_id()
+
+
+if hcltdx_thread_id() != threading.get_ident():
+    raise ImportError("hcltdx._core: the thread pointer is not this libc's pthread_self(); "
+                      "hcltdx_thread_id in include/hcltdx/pyconv.h does not hold on this platform")

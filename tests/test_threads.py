@@ -187,3 +187,23 @@ def test_close_from_another_thread_during_calls_is_refused_or_clean(backend):
     assert outcome["close"] in ("closed", "refused")
     if outcome["close"] == "closed":
         assert hcl.closed
+
+
+def test_owner_id_is_the_threads_ident_in_every_thread():
+    """Runner ownership compares an id read from the thread pointer with the
+    one taken at creation; it must be threading.get_ident() in any thread."""
+    from hcltdx._core import _thread_id
+
+    seen = {}
+
+    def record(i):
+        seen[i] = (_thread_id(), threading.get_ident())
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _thread_id() == threading.get_ident()
+    assert len(seen) == 8 and all(a == b for a, b in seen.values())
+    assert len({a for a, _ in seen.values()} | {_thread_id()}) >= 2

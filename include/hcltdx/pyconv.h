@@ -92,7 +92,18 @@ static inline PyObject *hcltdx_long_of_u64(unsigned long long v)
             o->ob_digit[1] = (digit)((v >> PyLong_SHIFT) & PyLong_MASK);
         if (n > 2)
             o->ob_digit[2] = (digit)(v >> (2 * PyLong_SHIFT));
+#if !defined(Py_REF_DEBUG) && !defined(Py_TRACE_REFS)
+        /* What PyObject_InitVar does for a static type in a release build:
+         * size, type, one reference. (Its tracemalloc step gives a traced
+         * block the current traceback, which a block PyObject_Malloc has just
+         * returned already has.) */
+        Py_SET_SIZE(o, n);
+        Py_SET_TYPE(o, &PyLong_Type);
+        Py_SET_REFCNT(o, 1);
+        return (PyObject *)o;
+#else
         return (PyObject *)PyObject_InitVar((PyVarObject *)o, &PyLong_Type, n);
+#endif
     }
     return PyLong_FromLong((long)v);
 #else
@@ -100,11 +111,43 @@ static inline PyObject *hcltdx_long_of_u64(unsigned long long v)
 #endif
 }
 
+/* The value of an int (a PyLong or a subclass: the caller has checked) in
+ * 0..2**30-1 into *out: 1, read from its one digit (none for 0). Anything
+ * else: 0, with no exception set (the caller's slow path decides). */
+static inline int hcltdx_u30_of(PyObject *o, uint32_t *out)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+        Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)o);
+        if (c >= 0 && c < (1 << 30)) {
+            *out = (uint32_t)c;
+            return 1;
+        }
+    }
+    return 0;
+#else
+    Py_ssize_t size = Py_SIZE(o);
+    if ((size_t)size > 1)
+        return 0; /* negative, or 2**30 or more */
+    *out = size ? (uint32_t)((PyLongObject *)o)->ob_digit[0] : 0;
+    return 1;
+#endif
+}
+
 /* The calling thread's id, the value PyThread_get_thread_ident() returns on
- * POSIX ((unsigned long)pthread_self()), without the call into libpython. */
+ * POSIX ((unsigned long)pthread_self()), without the call into libpython.
+ * On x86-64 Linux the thread pointer (%fs:0, which the TLS ABI has point at
+ * itself) is the thread's descriptor, which glibc and musl return from
+ * pthread_self(): one load, no call. hcltdx._core checks the two agree when
+ * it is imported. */
 static inline unsigned long hcltdx_thread_id(void)
 {
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 11
+    return (unsigned long)__builtin_thread_pointer();
+#else
     return (unsigned long)pthread_self();
+#endif
 }
 
 /* Field codes of the items [start, n) of a list's or tuple's item array:

@@ -32,6 +32,7 @@ from hcltdx._sim cimport Sim
 import errno as errno_mod
 import os
 import warnings
+import sys
 import threading
 import weakref
 
@@ -440,11 +441,11 @@ cdef object _tdcall_output(const mshv_tdcall *io):
     cdef PyObject *items[6]
     cdef object rax, rcx, rdx, r8, r10, r11
     rax = _SUCCESS if io.rax == 0 else hcltdx_new_int_of(_TdCallResultType, io.rax)
-    rcx = io.rcx
-    rdx = io.rdx
-    r8 = io.r8
-    r10 = io.r10_out
-    r11 = io.r11_out
+    rcx = hcltdx_long_of_u64(io.rcx)
+    rdx = hcltdx_long_of_u64(io.rdx)
+    r8 = hcltdx_long_of_u64(io.r8)
+    r10 = hcltdx_long_of_u64(io.r10_out)
+    r11 = hcltdx_long_of_u64(io.r11_out)
     items[0] = <PyObject *>rax
     items[1] = <PyObject *>rcx
     items[2] = <PyObject *>rdx
@@ -452,6 +453,66 @@ cdef object _tdcall_output(const mshv_tdcall *io):
     items[4] = <PyObject *>r10
     items[5] = <PyObject *>r11
     return hcltdx_new_tuple_of(_TdcallOutputType, 6, items)
+
+
+cdef object _hcl_tdcall(Hcl self, PyObject **a):
+    """Hcl.tdcall on its twelve arguments (vp, leaf, rcx, rdx, r8, r9,
+    r10-r15), borrowed from the caller."""
+    cdef mshv_tdcall io
+    cdef cpu_set_t saved
+    cdef bint repin = False
+    cdef uint32_t cvp
+    cdef int err
+    cdef const hcltdx_backend_ops *ops
+    cdef unsigned long long cleaf = 0, crcx = 0, crdx = 0, cr8 = 0, cr9 = 0  # set before use; 0 keeps gcc from guessing
+    cdef object vp = <object>a[0], leaf = <object>a[1]
+    cdef object rcx = <object>a[2], rdx = <object>a[3], r8 = <object>a[4], r9 = <object>a[5]
+    cdef object r10 = <object>a[6], r11 = <object>a[7], r12 = <object>a[8]
+    cdef object r13 = <object>a[9], r14 = <object>a[10], r15 = <object>a[11]
+    self._check_open()
+    cvp = self._vp_index(vp)
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(leaf, &cleaf) != 0):
+        _u64_error(leaf, "leaf")
+    if (cleaf & 0xFFFF) == LEAF_VP_VMCALL:
+        raise ValueError("leaf VP_VMCALL (0) cannot be issued through MSHV_VTL_TDCALL")
+    if (cleaf & 0xFFFF) == LEAF_VP_ENTER:
+        raise ValueError("leaf VP_ENTER (25) belongs to the kernel's run path, not MSHV_VTL_TDCALL")
+    # R10-R15: each must be an int in range and 0. The defaults are the
+    # interpreter's shared 0 object, recognised by identity; anything else
+    # is converted and checked.
+    if HCLTDX_UNLIKELY(not (_is_zero(r10) and _is_zero(r11) and _is_zero(r12)
+                            and _is_zero(r13) and _is_zero(r14) and _is_zero(r15))):
+        _bad_high_regs(r10, r11, r12, r13, r14, r15)
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(rcx, &crcx) != 0):
+        _u64_error(rcx, "rcx")
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(rdx, &crdx) != 0):
+        _u64_error(rdx, "rdx")
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(r8, &cr8) != 0):
+        _u64_error(r8, "r8")
+    if HCLTDX_UNLIKELY(hcltdx_u64_of(r9, &cr9) != 0):
+        _u64_error(r9, "r9")
+    io_init(&io, cleaf, crcx, crdx, cr8, cr9)
+    if self.fd < 0:
+        # Hcl._call's in-process branch spelled out (gcc keeps _call out
+        # of line). ops is tested again: a conversion above may have run
+        # Python code (an int subclass's comparison) that closed the Hcl.
+        ops = self.ops
+        if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
+            err = transport(ops, self.ctx, self.tring, cvp, &io)
+            if HCLTDX_UNLIKELY(err != 0):
+                raise _oserror(err, self, cvp, cleaf)
+        else:
+            self._call(cvp, &io)
+        return _tdcall_output(&io)
+    if not _pinned_to(cvp):
+        _pin(cvp, &saved)
+        repin = True
+    try:
+        self._call(cvp, &io)
+    finally:
+        if repin:
+            sched_setaffinity(0, sizeof(cpu_set_t), &saved)
+    return _tdcall_output(&io)
 
 
 # ---- pinning (the module acts on the VP running on the calling CPU) -----
@@ -864,57 +925,11 @@ cdef class Hcl:
         kernel path cannot carry them), before any system call. On a device,
         the call is issued from the CPU of VP ``vp`` (the thread is pinned for
         the call if it is not already)."""
-        cdef mshv_tdcall io
-        cdef cpu_set_t saved
-        cdef bint repin = False
-        cdef uint32_t cvp
-        cdef int err
-        cdef const hcltdx_backend_ops *ops
-        cdef unsigned long long cleaf = 0, crcx = 0, crdx = 0, cr8 = 0, cr9 = 0  # set before use; 0 keeps gcc from guessing
-        self._check_open()
-        cvp = self._vp_index(vp)
-        if HCLTDX_UNLIKELY(hcltdx_u64_of(leaf, &cleaf) != 0):
-            _u64_error(leaf, "leaf")
-        if (cleaf & 0xFFFF) == LEAF_VP_VMCALL:
-            raise ValueError("leaf VP_VMCALL (0) cannot be issued through MSHV_VTL_TDCALL")
-        if (cleaf & 0xFFFF) == LEAF_VP_ENTER:
-            raise ValueError("leaf VP_ENTER (25) belongs to the kernel's run path, not MSHV_VTL_TDCALL")
-        # R10-R15: each must be an int in range and 0. The defaults are the
-        # interpreter's shared 0 object, recognised by identity; anything else
-        # is converted and checked.
-        if HCLTDX_UNLIKELY(not (_is_zero(r10) and _is_zero(r11) and _is_zero(r12)
-                                and _is_zero(r13) and _is_zero(r14) and _is_zero(r15))):
-            _bad_high_regs(r10, r11, r12, r13, r14, r15)
-        if HCLTDX_UNLIKELY(hcltdx_u64_of(rcx, &crcx) != 0):
-            _u64_error(rcx, "rcx")
-        if HCLTDX_UNLIKELY(hcltdx_u64_of(rdx, &crdx) != 0):
-            _u64_error(rdx, "rdx")
-        if HCLTDX_UNLIKELY(hcltdx_u64_of(r8, &cr8) != 0):
-            _u64_error(r8, "r8")
-        if HCLTDX_UNLIKELY(hcltdx_u64_of(r9, &cr9) != 0):
-            _u64_error(r9, "r9")
-        io_init(&io, cleaf, crcx, crdx, cr8, cr9)
-        if self.fd < 0:
-            # Hcl._call's in-process branch spelled out (gcc keeps _call out
-            # of line). ops is tested again: a conversion above may have run
-            # Python code (an int subclass's comparison) that closed the Hcl.
-            ops = self.ops
-            if HCLTDX_LIKELY(ops != NULL and not ops.may_block):
-                err = transport(ops, self.ctx, self.tring, cvp, &io)
-                if HCLTDX_UNLIKELY(err != 0):
-                    raise _oserror(err, self, cvp, cleaf)
-            else:
-                self._call(cvp, &io)
-            return _tdcall_output(&io)
-        if not _pinned_to(cvp):
-            _pin(cvp, &saved)
-            repin = True
-        try:
-            self._call(cvp, &io)
-        finally:
-            if repin:
-                sched_setaffinity(0, sizeof(cpu_set_t), &saved)
-        return _tdcall_output(&io)
+        cdef PyObject *a[12]
+        a[0], a[1], a[2], a[3] = <PyObject *>vp, <PyObject *>leaf, <PyObject *>rcx, <PyObject *>rdx
+        a[4], a[5], a[6], a[7] = <PyObject *>r8, <PyObject *>r9, <PyObject *>r10, <PyObject *>r11
+        a[8], a[9], a[10], a[11] = <PyObject *>r12, <PyObject *>r13, <PyObject *>r14, <PyObject *>r15
+        return _hcl_tdcall(self, a)
 
     cdef uint32_t _vp_index(self, object vp) except? 0xFFFFFFFF:
         cdef unsigned long long v
@@ -2242,9 +2257,42 @@ cdef object _fast_write_vmcs16(object self, PyObject **args, Py_ssize_t nargs, P
     return _forward(_orig_write16, self, args, nargs, kwnames)
 
 
+# Hcl.tdcall's parameters in order, interned: keyword names in a call are
+# interned strings, so a name is found by identity (a name that is not, or a
+# keyword this entry does not place, goes to the Cython method).
+_TDCALL_PARAMS = tuple(sys.intern(n) for n in (
+    "vp", "leaf", "rcx", "rdx", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"))
+cdef enum:
+    _TDCALL_NPOS = 6        # vp .. r9 may be positional; r10-r15 are keyword-only
+cdef object _orig_tdcall
+
+
+cdef object _fast_hcl_tdcall(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef PyObject *a[12]
+    cdef PyObject *name
+    cdef PyObject *names = <PyObject *>_TDCALL_PARAMS
+    cdef Py_ssize_t i, j, nkw = 0 if kwnames == NULL else PyTuple_GET_SIZE(kwnames)
+    cdef unsigned int filled
+    if HCLTDX_UNLIKELY(nargs < 2 or nargs > _TDCALL_NPOS):
+        return _forward(_orig_tdcall, self, args, nargs, kwnames)
+    for i in range(12):
+        a[i] = args[i] if i < nargs else <PyObject *>_ZERO
+    filled = (1u << nargs) - 1
+    for j in range(nkw):
+        name = PyTuple_GET_ITEM(kwnames, j)
+        i = 2
+        while i < 12 and PyTuple_GET_ITEM(names, i) != name:
+            i += 1
+        if HCLTDX_UNLIKELY(i == 12 or (filled >> i) & 1):
+            return _forward(_orig_tdcall, self, args, nargs, kwnames)
+        filled |= 1u << i
+        a[i] = args[nargs + j]
+    return _hcl_tdcall(<Hcl>self, a)
+
+
 # The method definitions live as long as the module (descriptors point at them);
 # their names and docstrings are the Cython methods', kept alive in _fast_strings.
-cdef PyMethodDef _fast_defs[6]
+cdef PyMethodDef _fast_defs[7]
 cdef list _fast_strings = []
 
 
@@ -2262,10 +2310,10 @@ cdef extern from *:
     int hcltdx_type_dict_set(object tp, object name, object value) except -1
 
 
-cdef object _install_fast(int i, str name, void *fn):
-    """Replaces TdxRunner.<name> by a METH_FASTCALL descriptor calling fn,
-    with the same signature and docstring; returns the Cython method."""
-    orig = TdxRunner.__dict__[name]
+cdef object _install_fast(int i, str name, void *fn, type tp=TdxRunner):
+    """Replaces tp.<name> by a METH_FASTCALL descriptor calling fn, with the
+    same signature and docstring; returns the Cython method."""
+    orig = tp.__dict__[name]
     sig = getattr(orig, "__text_signature__", None)
     text = (f"{name}{sig}\n--\n\n" if sig else "") + (orig.__doc__ or "")
     cname, doc = name.encode(), text.encode()
@@ -2274,7 +2322,7 @@ cdef object _install_fast(int i, str name, void *fn):
     _fast_defs[i].ml_meth = fn
     _fast_defs[i].ml_flags = METH_FASTCALL | METH_KEYWORDS
     _fast_defs[i].ml_doc = doc
-    hcltdx_type_dict_set(TdxRunner, name, PyDescr_NewMethod(<PyTypeObject *>TdxRunner, &_fast_defs[i]))
+    hcltdx_type_dict_set(tp, name, PyDescr_NewMethod(<PyTypeObject *>tp, &_fast_defs[i]))
     return orig
 
 
@@ -2284,6 +2332,7 @@ _orig_read16 = _install_fast(2, "read_vmcs16", <void *>_fast_read_vmcs16)
 _orig_write64 = _install_fast(3, "write_vmcs64", <void *>_fast_write_vmcs64)
 _orig_write32 = _install_fast(4, "write_vmcs32", <void *>_fast_write_vmcs32)
 _orig_write16 = _install_fast(5, "write_vmcs16", <void *>_fast_write_vmcs16)
+_orig_tdcall = _install_fast(6, "tdcall", <void *>_fast_hcl_tdcall, Hcl)
 
 
 def _thread_id():

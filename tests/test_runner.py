@@ -893,3 +893,51 @@ def test_single_field_methods_keep_their_python_interface(runner, sim, name, nar
     with pytest.raises(ValueError, match="vtl"):
         bound(2, *pos[1:])
     assert sim.counters() == before
+
+
+def test_tdcall_arguments_by_position_and_keyword(hcl, sim):
+    """Hcl.tdcall's vectorcall entry places positional and keyword arguments
+    itself and hands every other call to the method's own parser: the same
+    results, and the same errors before any tdcall."""
+    import inspect
+
+    params = inspect.signature(hcltdx.Hcl.tdcall).parameters
+    assert list(params)[1:] == ["vp", "leaf", "rcx", "rdx", "r8", "r9",
+                                "r10", "r11", "r12", "r13", "r14", "r15"]
+    assert params["r10"].kind is inspect.Parameter.KEYWORD_ONLY
+    cr3 = hcltdx.vmcs_field_code(VmcsField.VMX_VMCS_GUEST_CR3, VTL0)
+    runner = hcl.runner(0)
+    runner.write_vmcs64(VTL0, VmcsField.VMX_VMCS_GUEST_CR3, (1 << 64) - 1, 0xABC000)
+    runner.close()
+    rd = int(TdCallLeaf.VP_RD)
+    dynamic = "".join(["r", "d", "x"])  # an equal name that is not the interned one
+    calls = [
+        ((0, rd, 0, cr3), {}),
+        ((0, rd), {"rdx": cr3}),
+        ((0, rd, 0), {"rdx": cr3, "r8": 0, "r9": 0}),
+        ((0, rd), {"r15": 0, "rdx": cr3, "r10": 0, "rcx": 0}),
+        ((), {"vp": 0, "leaf": rd, "rdx": cr3}),
+        ((0,), {"leaf": rd, "rdx": cr3}),
+        ((0, rd), {dynamic: cr3}),
+        ((0, rd, 0, cr3, 0, 0), {"r11": 0}),
+    ]
+    for args, kw in calls:
+        out = hcl.tdcall(*args, **kw)
+        assert out.rax.is_success and out.r8 == 0xABC000, (args, kw)
+    before = sim.counters()
+    bad = [
+        ((0,), {}, TypeError, r"at least 2 positional arguments \(1 given\)"),
+        ((0, rd, 0, 0, 0, 0, 0), {}, TypeError, r"at most 6 positional arguments \(7 given\)"),
+        ((0, rd, 0, cr3), {"rdx": cr3}, TypeError, "multiple values for keyword argument 'rdx'"),
+        ((0, rd), {"bogus": 1}, TypeError, "unexpected keyword argument 'bogus'"),
+        ((0, rd), {"r12": 1}, ValueError, "r12 must be 0"),
+        ((0, rd), {"rdx": 1 << 64}, ValueError, "rdx"),
+        ((2, rd), {}, ValueError, "vp"),
+        ((0, rd), {f"k{i}": i for i in range(12)}, TypeError, "unexpected keyword argument"),
+    ]
+    for args, kw, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            hcl.tdcall(*args, **kw)
+    with pytest.raises(TypeError, match="doesn't apply to a 'int' object"):
+        hcltdx.Hcl.tdcall(0, 0, rd)
+    assert sim.counters() == before

@@ -2164,13 +2164,15 @@ cdef class _Baseline:
 # ---- vectorcall entries of the single-field methods -----------------------------------
 #
 # Cython's wrapper of a ``def`` method parses keywords, takes a reference to
-# every argument and drops it again: ~45 instructions per call, a seventh of
-# a read_vmcs64. The six single-field VMCS methods get a METH_FASTCALL entry
-# of their own in the type's dict: a positional call with the right count
-# goes straight to _vmcs_read/_vmcs_write with the borrowed arguments; any
-# other call (keywords, a wrong count) is passed to the Cython method, so its
-# argument handling and its error messages stay exactly as they are. The
-# method descriptor checks ``self``'s type before either runs.
+# every argument and drops it again on every call (~60 instructions for
+# read_vmcs64, ~300 for Hcl.tdcall's twelve parameters). The six
+# single-field VMCS methods and Hcl.tdcall get a METH_FASTCALL entry of their
+# own in the type's dict: a call they can place (a positional call with the
+# right count; for tdcall also keywords found among its interned parameter
+# names) goes straight to the implementation with the borrowed arguments;
+# any other call is passed to the Cython method, so its argument handling and
+# its error messages stay exactly as they are. The method descriptor checks
+# ``self``'s type before either runs.
 
 cdef extern from "Python.h":
     ctypedef struct PyMethodDef:

@@ -75,9 +75,10 @@ static inline int hcltdx_u64_of(PyObject *o, unsigned long long *out)
 /* A new reference to the int of value v (NULL with MemoryError set if it
  * cannot be allocated). CPython 3.10/3.11: an int above the small-int cache
  * is built as CPython's own constructor builds it (PyObject_Malloc of the
- * header and 1-3 30-bit digits, PyObject_InitVar, digits least significant
- * first, no leading zero digit), without its digit-counting loop; values up
- * to 256 come from CPython's cache. Elsewhere: PyLong_FromUnsignedLongLong. */
+ * header and 1-3 30-bit digits, least significant first, no leading zero
+ * digit; the header as PyObject_InitVar sets it), without its digit-counting
+ * loop; values up to 256 come from CPython's cache. Elsewhere:
+ * PyLong_FromUnsignedLongLong. */
 static inline PyObject *hcltdx_long_of_u64(unsigned long long v)
 {
 #if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30

@@ -24,7 +24,7 @@ from hcltdx.includes.abi cimport (
     mshv_tdcall, hcl_run, tdx_vp_context, hcl_run_tdx, MSHV_VTL_TDCALL,
     MSHV_CREATE_VTL, MSHV_APIC_PAGE_OFFSET)
 from hcltdx.includes.pyconv cimport (HCLTDX_LIKELY, HCLTDX_UNLIKELY, hcltdx_u64_of,
-                                     hcltdx_u64_of_p, hcltdx_u30_of, hcltdx_u30_of_p,
+                                     hcltdx_u64_of_p, hcltdx_u30_of_p,
                                      hcltdx_thread_id, hcltdx_long_of_u64)
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 from hcltdx._sim cimport Sim
@@ -133,17 +133,6 @@ cdef int _vtl_slow(object vtl) except -1:
     raise ValueError(f"vtl must be GuestVtl.VTL0 or GuestVtl.VTL1 (0 or 1), got {vtl!r}")
 
 
-cdef inline int _vtl_of(object vtl) except -1:
-    cdef uint32_t v
-    if vtl is _VTL0:
-        return 0
-    if vtl is _VTL1:
-        return 1
-    if PyLong_CheckExact(vtl) and hcltdx_u30_of(vtl, &v) and v <= 1:
-        return <int>v
-    return _vtl_slow(vtl)
-
-
 cdef extern from "Python.h":
     PyTypeObject PyLong_Type
     PyTypeObject *_type_of "Py_TYPE" (PyObject *o) noexcept nogil
@@ -169,14 +158,6 @@ cdef uint32_t _field_slow(object field) except? 0xFFFFFFFF:
     return <uint32_t>field
 
 
-cdef inline uint32_t _field_of(object field) except? 0xFFFFFFFF:
-    cdef uint32_t v
-    if ((type(field) is _VmcsFieldType or PyLong_CheckExact(field))
-            and hcltdx_u30_of(field, &v) and v <= 0xFFFFFF):
-        return v
-    return _field_slow(field)
-
-
 cdef inline uint32_t _field_of_p(PyObject *field) except? 0xFFFFFFFF:
     """_field_of for a borrowed argument (no reference taken on the fast path)."""
     cdef uint32_t v
@@ -185,6 +166,14 @@ cdef inline uint32_t _field_of_p(PyObject *field) except? 0xFFFFFFFF:
             and hcltdx_u30_of_p(field, &v) and v <= 0xFFFFFF):
         return v
     return _field_slow(<object>field)
+
+
+cdef inline int _vtl_of(object vtl) except -1:
+    return _vtl_of_p(<PyObject *>vtl)
+
+
+cdef inline uint32_t _field_of(object field) except? 0xFFFFFFFF:
+    return _field_of_p(<PyObject *>field)
 
 
 cdef int _u64_error(object value, str name) except -1:

@@ -22,8 +22,8 @@ from hcltdx.includes.abi cimport mshv_tdcall, tdx_vp_context
 from hcltdx.includes.backend cimport hcltdx_backend_ops
 cimport numpy as cnp
 from hcltdx._core cimport (Hcl, TdxRunner, _Page, trace_entry, trace_ring, hcl_from_ops,
-                          io_init, now_ns, transport, vmcs_code, backend_error, set_batch_impls,
-                          runner_ready)
+                          io_init, now_ns, transport, vmcs_code, hcltdx_code_hi, backend_error,
+                          set_batch_impls, runner_ready)
 
 import functools
 import operator
@@ -313,14 +313,6 @@ cdef object _u32_fields(object fields):
     return np.array(arr, dtype=np.uint32, order="C")   # a native, aligned copy
 
 
-# _CODE_HI[vtl][w]: the bits vmcs_code adds to an encoding whose width bits
-# (13-14) are w, so that a checked encoding's code is ``raw | hi[raw >> 13]``.
-cdef uint64_t _CODE_HI[2][4]
-for _v in range(2):
-    for _w in range(4):
-        _CODE_HI[_v][_w] = vmcs_code(_w << 13, _v) - (_w << 13)
-
-
 cdef int _slow_field(uint64_t *codes, Py_ssize_t i, object f, const uint64_t *hi) except -1:
     """fields[i] when it is not a plain int or a VmcsField in range."""
     cdef unsigned long long raw
@@ -346,7 +338,9 @@ cdef int _fill_codes(codebuf *cb, object fields, int vtl) except -1:
     _codebuf_free whatever happens)."""
     cdef Py_ssize_t i, n
     cdef uint32_t raw
-    cdef const uint64_t *hi = _CODE_HI[vtl]
+    # A checked encoding has bits 15-31 clear, so raw >> 13 is its width and
+    # its code is raw | hi[raw >> 13] (vmcs_code's table).
+    cdef const uint64_t *hi = hcltdx_code_hi[vtl]
     cdef uint64_t *codes
     cdef const uint32_t *src
     cdef cnp.ndarray a

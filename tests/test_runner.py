@@ -905,7 +905,7 @@ def test_tdcall_arguments_by_position_and_keyword(hcl, sim):
     assert list(params)[1:] == ["vp", "leaf", "rcx", "rdx", "r8", "r9",
                                 "r10", "r11", "r12", "r13", "r14", "r15"]
     assert params["r10"].kind is inspect.Parameter.KEYWORD_ONLY
-    cr3 = hcltdx.vmcs_field_code(VmcsField.VMX_VMCS_GUEST_CR3, VTL0)
+    cr3 = 0x2420000300006802  # GUEST_CR3, VTL0 (docs/tdx-abi.md section 6)
     runner = hcl.runner(0)
     runner.write_vmcs64(VTL0, VmcsField.VMX_VMCS_GUEST_CR3, (1 << 64) - 1, 0xABC000)
     runner.close()

@@ -9,8 +9,7 @@ cdef extern from "hcltdx/pyconv.h":
     int hcltdx_u64_of(object o, unsigned long long *out) noexcept
     unsigned long hcltdx_thread_id() noexcept nogil
     object hcltdx_long_of_u64(unsigned long long v)
-    int hcltdx_u30_of(object o, uint32_t *out) noexcept
-    # The same two on a borrowed pointer (no reference is taken).
+    # On a borrowed pointer (no reference is taken).
     int hcltdx_u30_of_p "hcltdx_u30_of" (PyObject *o, uint32_t *out) noexcept
     int hcltdx_u64_of_p "hcltdx_u64_of" (PyObject *o, unsigned long long *out) noexcept
     Py_ssize_t hcltdx_codes_of_items(PyObject **items, Py_ssize_t start, Py_ssize_t n,

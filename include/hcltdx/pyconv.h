@@ -167,22 +167,7 @@ static inline Py_ssize_t hcltdx_codes_of_items(PyObject *const *items, Py_ssize_
         uint32_t raw;
         if (HCLTDX_UNLIKELY(t != field_type && t != &PyLong_Type))
             return i;
-#if PY_VERSION_HEX >= 0x030C0000
-        if (HCLTDX_UNLIKELY(!PyUnstable_Long_IsCompact((PyLongObject *)o)))
-            return i;
-        Py_ssize_t c = PyUnstable_Long_CompactValue((PyLongObject *)o);
-        if (HCLTDX_UNLIKELY((size_t)c > 0x7FFE))
-            return i;
-        raw = (uint32_t)c;
-#else
-        /* 3.10/3.11: one digit, or none for 0 (a negative size is a negative
-         * int, two or more digits are 2**30 or more). */
-        Py_ssize_t size = Py_SIZE(o);
-        if (HCLTDX_UNLIKELY((size_t)size > 1))
-            return i;
-        raw = size ? (uint32_t)((PyLongObject *)o)->ob_digit[0] : 0;
-#endif
-        if (HCLTDX_UNLIKELY(raw & ~(uint32_t)0x7FFE))
+        if (HCLTDX_UNLIKELY(!hcltdx_u30_of(o, &raw) || (raw & ~(uint32_t)0x7FFE)))
             return i;
         codes[i] = raw | hi[raw >> 13];
     }
